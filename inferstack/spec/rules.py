@@ -1,0 +1,113 @@
+"""The one registry of rule ids. The API's 422 bodies, the Pulumi providers' check failures and the policy pack
+all name rules from here, so an id never changes once published."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .findings import Severity
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    summary: str
+    severity: Severity = Severity.ERROR
+
+
+_RULES = [
+    # structure (pydantic-level)
+    Rule("field.required", "a required field is missing"),
+    Rule("field.unknown", "unknown keys are errors, so that a typo never passes silently"),
+    Rule("field.type", "the value has the wrong type"),
+    Rule("field.enum", "the value is not one of the allowed choices"),
+    Rule("field.invalid", "the value is not valid for this field"),
+    # single fields
+    Rule("name.format", "names are 1-200 visible characters: ASCII letters, CJK, digits, '-' and '_'"),
+    Rule("key.format", "keys match ^[a-z][a-z0-9-]{0,39}$"),
+    Rule("ref.format", "inventory names are 1-128 characters: letters, digits, '.', '_', '/', '-'"),
+    Rule("description.length", "descriptions are at most 1024 characters"),
+    Rule("port.range", "ports are integers from 1 to 65535"),
+    Rule("cidr.format", "CIDRs are IPv4 or IPv6 networks such as 10.0.0.0/16"),
+    Rule("env.name_format", "env names match ^[A-Za-z_][A-Za-z0-9_]*$ (no leading digit)"),
+    Rule("mount.path_absolute", "mount paths are absolute"),
+    Rule("priority.range", "priority is an integer from 1 to 9"),
+    Rule("rolling_update.percent_range", "max unavailable and max surge are percentages from 0 to 100"),
+    Rule("replicas.min_one", "instance counts are at least 1"),
+    Rule("autoscaling.cron_format", "schedule start and end are valid cron expressions"),
+    Rule("autoscaling.timezone_known", "schedule time zones are IANA names such as Asia/Shanghai"),
+    Rule("autoscaling.target_positive", "metric targets are greater than 0"),
+    Rule("probe.timing", "probe delays are >= 0, periods and timeouts > 0, thresholds >= 1"),
+    Rule("graceful_shutdown.range", "the graceful shutdown period is 0 to 3600 seconds"),
+    Rule("traffic.weight_non_negative", "weights are numbers >= 0"),
+    Rule("traffic.mirror_percent_range", "mirror percent is greater than 0 and at most 100"),
+    Rule("traffic.timeout_positive", "the request timeout is greater than 0"),
+    Rule("traffic.retries_range", "retries are 0 to 3"),
+    Rule("role.name_format", "role names match ^[a-z][a-z0-9-]{0,19}$"),
+    Rule("compute_spec.resources_positive", "cpu and memory are greater than 0, GPU counts >= 0, prices >= 0"),
+    Rule("queue.capacity_non_negative", "queue capacity is a number of instances >= 0"),
+    # inventory
+    Rule("inventory.name_unique", "inventory names are unique per kind"),
+    Rule("queue.resource_group_exists", "a queue belongs to a resource group of the inventory"),
+    Rule("queue.capacity_spec_exists", "queue capacity names compute specs of the inventory"),
+    Rule("subnet.vpc_exists", "a subnet belongs to a VPC of the inventory"),
+    Rule("security_group.vpc_exists", "a security group belongs to a VPC of the inventory"),
+    Rule("security_group.port_range", "an ingress rule's to_port is not below its from_port"),
+    Rule("compute_spec.fits_machine", "a compute spec is not larger than the machine it is cut from"),
+    # service
+    Rule("service.key_required", "a service needs a key when its name is not a valid key"),
+    Rule("service.key_unique", "service keys are unique"),
+    Rule("service.name_unique_in_resource_group", "service names are unique per resource group"),
+    Rule("service.resource_group_exists", "the service's resource group exists"),
+    Rule("service.vpc_exists", "the service's VPC exists"),
+    Rule("service.ports_unique", "a service's call ports do not repeat"),
+    Rule("service.legacy_and_list_form", "a service uses either inline deployment fields or `deployments:`, not both"),
+    # traffic
+    Rule("traffic.weight_given_twice", "a deployment's `weight:` and traffic.weights name the same deployment"),
+    Rule("traffic.weights_only_weighted", "weights are only allowed with strategy `weighted`"),
+    Rule("traffic.weight_unknown_deployment", "weights name deployments of the service"),
+    Rule("traffic.weights_sum", "weights of a weighted service sum to 100"),
+    Rule("traffic.header_rule_deployment_exists", "header rules route to deployments of the service"),
+    Rule("traffic.mirror_deployment_exists", "mirroring copies to a deployment of the service"),
+    # deployment
+    Rule("deployment.key_required", "a deployment needs a key when its name is not a valid key"),
+    Rule("deployment.key_unique", "deployment keys are unique per service (names may repeat, keys may not)"),
+    Rule("deployment.image_exactly_one", "an image is exactly one of preset, custom or url"),
+    Rule("deployment.image_preset_exists", "a preset image is in the platform's catalogue"),
+    Rule("deployment.model_source_exactly_one", "a model is a registry reference (with version) or a path, not both"),
+    Rule("deployment.model_path_on_mount", "a model path lies under one of the deployment's mounts"),
+    Rule("deployment.queue_exists", "the deployment's queue exists"),
+    Rule("deployment.queue_in_resource_group", "the queue belongs to the service's resource group"),
+    Rule("deployment.compute_spec_exists", "the compute spec exists"),
+    Rule("deployment.compute_spec_offered_by_queue", "the queue offers the compute spec"),
+    Rule("deployment.subnet_exists", "the deployment's subnet exists"),
+    Rule("subnet.in_service_vpc", "the subnet is in the service's VPC"),
+    Rule("subnet.zone_matches_queue", "the subnet's zone equals the queue's zone"),
+    Rule("deployment.security_group_exists", "the deployment's security group exists"),
+    Rule("security_group.in_service_vpc", "the security group is in the service's VPC"),
+    Rule("security_group.allows_ports", "the security group allows ingress on the service's and deployment's ports"),
+    Rule("deployment.roles_match_mode", "standard deployments have inline role fields; multi_role ones 2+ roles"),
+    Rule("deployment.replicas_or_autoscaling", "replicas are required unless autoscaling is set"),
+    Rule("deployment.accept_traffic_scope", "accept_traffic is settable only with network_type clb and by_instance_count"),
+    Rule("deployment.ports_unique", "a deployment's listen and call ports do not repeat"),
+    Rule("role.entry_exactly_one", "exactly one role of a multi_role deployment is the entry role"),
+    Rule("role.name_unique", "role names are unique per deployment"),
+    Rule("rolling_update.not_both_zero", "max unavailable and max surge are not both 0"),
+    Rule("autoscaling.not_empty", "autoscaling has at least one schedule or metric"),
+    Rule("autoscaling.schedule_count", "a schedule sets either replicas or min and max"),
+    Rule("autoscaling.min_le_max", "min is not above max"),
+    Rule("env.name_unique", "env names do not repeat"),
+    Rule("env.value_exactly_one", "an env var has exactly one of value or secret"),
+    Rule("mount.path_unique", "mount paths do not repeat"),
+    Rule("probe.exactly_one_action", "a probe has exactly one of http, tcp or command"),
+    Rule("probe.success_threshold_one", "startup and liveness probes have success_threshold 1"),
+    Rule("capacity.prepaid_fits", "prepaid queues hold every deployment's replicas (or autoscaling min) plus surge"),
+    Rule("numa.exceeds_half_machine", "NUMA affinity has no policy past half a machine's CPUs or GPUs",
+         Severity.WARNING),
+    Rule("use_idle.no_lender", "no queue of the inventory lends idle resources", Severity.WARNING),
+    Rule("autoscaling.replicas_outside_bounds", "the starting replicas lie outside the autoscaling bounds",
+         Severity.WARNING),
+]
+
+RULES: dict[str, Rule] = {r.id: r for r in _RULES}
+assert len(RULES) == len(_RULES), "duplicate rule id"

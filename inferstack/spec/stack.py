@@ -1,0 +1,192 @@
+"""The stack file: `inventory:` + `services:` in YAML (or the same shape as Pulumi structured config)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import Field
+
+from .findings import Finding, Report, Severity
+from .inventory import Inventory
+from .service import Service
+from .types import Model, Ref
+from .validate import inventory_findings, parse, service_findings
+
+
+class GatewayRef(Model):
+    name: Ref = Field("inferstack", description="Gateway API Gateway the HTTPRoutes attach to.")
+    namespace: Optional[Ref] = Field(None, description="Namespace of that Gateway (default: the stack's).")
+
+
+class KubernetesOptions(Model):
+    """Options of the kubernetes target."""
+
+    namespace: Ref = Field("default", description="Namespace of the rendered objects.")
+    gateway: GatewayRef = Field(default_factory=GatewayRef, description="Parent Gateway of the HTTPRoutes.")
+    storage_class: Optional[Ref] = Field(None, description="Unused unless claims are rendered.")
+    cluster_bootstrap: bool = Field(False, description="Also render cluster-wide objects (PriorityClasses).")
+
+
+class StackFile(Model):
+    """A whole stack: the inventory it declares and its services."""
+
+    target: Literal["local", "kubernetes"] = Field("local", description="Where the stack converges.")
+    inventory: Inventory = Field(default_factory=Inventory, description="Inventory objects the stack declares.")
+    services: list[Service] = Field(default_factory=list, description="Inference services.")
+    kubernetes: Optional[KubernetesOptions] = Field(None, description="Options of the kubernetes target.")
+
+
+class StackFileError(Exception):
+    """The file cannot be read as YAML at all (exit code 2 in the CLI)."""
+
+    def __init__(self, source: str, message: str, line: int | None = None, column: int | None = None):
+        self.source, self.line, self.column = source, line, column
+        where = f"{source}" + (f":{line}:{column}" if line else "")
+        super().__init__(f"{where}: {message}")
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that rejects duplicate keys (a repeated key would silently override the first)."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark, f"found duplicate key '{key}'", key_node.start_mark)
+        seen[key] = True
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+@dataclass
+class LoadedStack:
+    """A parsed stack file: the model (None when it has field errors) and every finding."""
+
+    source: str
+    stack: Optional[StackFile]
+    report: Report
+    data: Any
+
+
+def load_text(text: str, source: str = "<string>", base_inventory: Optional[Inventory] = None) -> LoadedStack:
+    """Parse YAML text into a stack and validate it; findings carry line numbers where they can."""
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise StackFileError(source, f"{exc.problem or exc}", mark.line + 1 if mark else None,
+                             mark.column + 1 if mark else None) from exc
+    except yaml.YAMLError as exc:
+        raise StackFileError(source, str(exc)) from exc
+    loaded = validate_stack(data if data is not None else {}, source, base_inventory)
+    loaded.report.findings = [_with_line(f, root) for f in loaded.report.findings]
+    return loaded
+
+
+def load_file(path: str | Path, base_inventory: Optional[Inventory] = None) -> LoadedStack:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StackFileError(str(p), f"cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise StackFileError(str(p), f"not UTF-8 text: {exc}") from exc
+    return load_text(text, str(p), base_inventory)
+
+
+def validate_stack(data: Any, source: str = "<data>", base_inventory: Optional[Inventory] = None) -> LoadedStack:
+    """Validate stack data (a dict of the stack file's shape). All findings at once.
+
+    `base_inventory`: objects the target already has (e.g. the platform's default inventory); the file's own
+    inventory objects are added to it or replace those of the same kind and name."""
+    report = Report()
+    if not isinstance(data, dict):
+        from .validate import _finding
+
+        report.findings.append(_finding("field.type", "", type(data).__name__,
+                                        "a stack file is a mapping with `inventory:` and `services:`"))
+        return LoadedStack(source, None, report, data)
+    stack, found = parse(StackFile, data, "")
+    if stack is not None:
+        report.extend(inventory_findings(stack.inventory))
+        inventory = base_inventory.merged(stack.inventory) if base_inventory else stack.inventory
+        report.extend(service_findings(stack.services, [f"services[{i}]" for i in range(len(stack.services))],
+                                       inventory))
+        return LoadedStack(source, stack, report, data)
+    # Field errors somewhere: report them, and still run the rules on every part that parses.
+    report.extend(found)
+    inv, _ = parse(Inventory, data.get("inventory") or {}, "inventory")
+    if inv is not None:
+        report.extend(inventory_findings(inv))
+    services, paths = [], []
+    raw = data.get("services") or []
+    for i, item in enumerate(raw if isinstance(raw, list) else []):
+        svc, _ = parse(Service, item, f"services[{i}]")
+        if svc is not None:
+            services.append(svc)
+            paths.append(f"services[{i}]")
+        else:
+            report.findings.append(Finding(
+                "deployment.queue_exists", f"services[{i}]", None,
+                "not checked yet: cross-object rules of this service run once its field errors are fixed",
+                Severity.DEFERRED))
+    if inv is not None and base_inventory is not None:
+        inv = base_inventory.merged(inv)
+    report.extend(service_findings(services, paths, inv or Inventory(), partial=inv is None))
+    return LoadedStack(source, None, report, data)
+
+
+def _with_line(finding: Finding, root: Optional[yaml.Node]) -> Finding:
+    line = locate(root, finding.path)
+    if line is None:
+        return finding
+    return Finding(finding.rule, finding.path, finding.value, finding.message, finding.severity, line)
+
+
+def locate(root: Optional[yaml.Node], path: str) -> Optional[int]:
+    """1-based line of `path` (`services[0].deployments[1].env`) in a composed YAML tree; nearest known parent."""
+    node, line = root, (root.start_mark.line + 1 if root is not None else None)
+    for part in _split(path):
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            nxt = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
+            if nxt is None:
+                break
+            line, node = nxt[0].start_mark.line + 1, nxt[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _split(path: str) -> list[Any]:
+    parts: list[Any] = []
+    for piece in path.replace("[", ".[").split("."):
+        if not piece:
+            continue
+        parts.append(int(piece[1:-1]) if piece.startswith("[") else piece)
+    return parts
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the stack file (for editors)."""
+    schema = StackFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "inferstack stack file"
+    return schema
+
+
+def dump_yaml(stack: StackFile, reveal_secrets: bool = False) -> str:
+    data = stack.to_data() if reveal_secrets else stack.to_public()
+    return yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False, allow_unicode=True)
