@@ -1,0 +1,66 @@
+"""`inferstack validate` and `inferstack schema`."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from ..spec import StackFileError, default_inventory, json_schema, load_file
+from .app import EXIT_INVALID, EXIT_OK, EXIT_UNREADABLE, app, console, err_console
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command()
+def validate(
+    files: list[Path] = typer.Argument(..., help="Stack files (YAML) to validate."),
+    fmt: Format = typer.Option(Format.text, "--format", help="text, or json: a list of {rule, path, value, message, "
+                                                             "severity}."),
+    no_default_inventory: bool = typer.Option(False, "--no-default-inventory",
+                                              help="Check references against the file's own inventory only, not "
+                                                   "the platform's default inventory."),
+) -> None:
+    """Check stack files against every domain rule. Exit 0 valid, 1 invalid, 2 unreadable."""
+    base = None if no_default_inventory else default_inventory()
+    worst = EXIT_OK
+    out: list[dict] = []
+    for path in files:
+        try:
+            loaded = load_file(path, base)
+        except StackFileError as exc:
+            worst = EXIT_UNREADABLE
+            if fmt is Format.json:
+                out.append({"file": str(path), "rule": "file.unreadable", "path": "", "value": None,
+                            "message": str(exc), "severity": "error", "line": exc.line, "column": exc.column})
+            else:
+                err_console.print(f"[red]unreadable[/red] {exc}", highlight=False)
+            continue
+        if not loaded.report.ok and worst == EXIT_OK:
+            worst = EXIT_INVALID
+        if fmt is Format.json:
+            out.extend({"file": str(path), **f} for f in loaded.report.to_list())
+            continue
+        errors = loaded.report.errors
+        status = "[green]valid[/green]" if not errors else f"[red]invalid[/red] ({len(errors)} error(s))"
+        console.print(f"{path}: {status}", highlight=False)
+        for f in loaded.report.findings:
+            colour = {"error": "red", "warning": "yellow", "deferred": "cyan"}[f.severity.value]
+            line = f":{f.line}" if f.line else ""
+            value = "" if f.value is None else f"  value: {json.dumps(f.value, ensure_ascii=False)}"
+            console.print(f"  [{colour}]{f.severity.value}[/{colour}] {path}{line} {f.path}: {f.message}{value} "
+                          f"[dim]({f.rule})[/dim]", highlight=False, soft_wrap=True)
+    if fmt is Format.json:
+        typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
+    raise typer.Exit(worst)
+
+
+@app.command()
+def schema() -> None:
+    """Print the stack file's JSON Schema (for editors)."""
+    typer.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))
