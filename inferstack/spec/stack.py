@@ -118,8 +118,8 @@ def validate_stack(data: Any, source: str = "<data>", base_inventory: Optional[I
         return LoadedStack(source, None, report, data)
     stack, found = parse(StackFile, data, "")
     if stack is not None:
-        report.extend(inventory_findings(stack.inventory))
         inventory = base_inventory.merged(stack.inventory) if base_inventory else stack.inventory
+        report.extend(inventory_findings(stack.inventory, context=inventory))
         report.extend(service_findings(stack.services, [f"services[{i}]" for i in range(len(stack.services))],
                                        inventory))
         return LoadedStack(source, stack, report, data)
@@ -127,7 +127,7 @@ def validate_stack(data: Any, source: str = "<data>", base_inventory: Optional[I
     report.extend(found)
     inv, _ = parse(Inventory, data.get("inventory") or {}, "inventory")
     if inv is not None:
-        report.extend(inventory_findings(inv))
+        report.extend(inventory_findings(inv, context=base_inventory.merged(inv) if base_inventory else None))
     services, paths = [], []
     raw = data.get("services") or []
     for i, item in enumerate(raw if isinstance(raw, list) else []):

@@ -87,7 +87,9 @@ def parse(model: type[BaseModel], data: Any, path: str) -> tuple[Any, list[Findi
 
 # --- inventory -------------------------------------------------------------------------------------------------
 
-def inventory_findings(inv: Inventory, base: str = "inventory") -> list[Finding]:
+def inventory_findings(inv: Inventory, base: str = "inventory", context: Inventory | None = None) -> list[Finding]:
+    """The inventory's own rules. References resolve in `context` (e.g. the platform's inventory merged with
+    this one) when given, else in `inv` itself."""
     out: list[Finding] = []
     for kind in Inventory.KINDS:
         seen: dict[str, int] = {}
@@ -97,7 +99,8 @@ def inventory_findings(inv: Inventory, base: str = "inventory") -> list[Finding]
                                     f"'{obj.name}' is already the name of {kind}[{seen[obj.name]}]"))
             else:
                 seen[obj.name] = i
-    groups, specs, vpcs = inv.index("resource_groups"), inv.index("compute_specs"), inv.index("vpcs")
+    ref = context or inv
+    groups, specs, vpcs = ref.index("resource_groups"), ref.index("compute_specs"), ref.index("vpcs")
     for i, q in enumerate(inv.queues):
         if q.resource_group not in groups:
             out.append(_finding("queue.resource_group_exists", f"{base}.queues[{i}].resource_group", q.resource_group,
