@@ -182,6 +182,15 @@ def _split(path: str) -> list[Any]:
 def json_schema() -> dict[str, Any]:
     """JSON Schema of the stack file (for editors)."""
     schema = StackFile.model_json_schema()
+    defs = schema["$defs"]
+    # Stack-file sugar the models expand before validation: `weight:` on a deployment, and the flat legacy form
+    # (deployment fields inline on a service).
+    defs["Deployment"]["properties"]["weight"] = {
+        "type": "number", "minimum": 0, "description": "Stack-file sugar for traffic.weights[<this key>]."}
+    service_props = defs["Service"]["properties"]
+    for name, prop in defs["Deployment"]["properties"].items():
+        if name not in service_props and name not in ("name", "key"):
+            service_props[name] = {**prop, "description": "Legacy flat form: " + prop.get("description", name)}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "inferstack stack file"
     return schema

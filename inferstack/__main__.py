@@ -1,0 +1,3 @@
+from inferstack.cli import app
+
+app(prog_name="inferstack")

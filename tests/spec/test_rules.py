@@ -1,0 +1,363 @@
+"""Every rule of RULES has a rejecting case here that asserts its id and path, with an accepting case beside it
+at the boundary. A rule added to RULES without a case fails `test_every_rule_has_a_rejecting_case`."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import pytest
+
+from inferstack.spec import RULES, SECRET_MASK, Severity, validate, validate_stack
+
+
+def base_stack() -> dict[str, Any]:
+    """A valid stack with its own complete inventory: two zones, prepaid and postpaid queues."""
+    return {
+        "inventory": {
+            "vpcs": [{"name": "vpc-1"}, {"name": "vpc-2"}],
+            "resource_groups": [{"name": "rg-1"}, {"name": "rg-2"}],
+            "queues": [
+                {"name": "q-pre-a", "resource_group": "rg-1", "zone": "zone-a", "billing": "prepaid",
+                 "capacity": {"small": 10, "gpu4": 2}, "lends_idle": True},
+                {"name": "q-post-a", "resource_group": "rg-1", "zone": "zone-a", "billing": "postpaid",
+                 "capacity": {"small": 100}},
+                {"name": "q-pre-b", "resource_group": "rg-1", "zone": "zone-b", "billing": "prepaid",
+                 "capacity": {"small": 10}},
+                {"name": "q-other", "resource_group": "rg-2", "zone": "zone-a", "billing": "prepaid",
+                 "capacity": {"small": 10}},
+            ],
+            "compute_specs": [
+                {"name": "small", "cpu": 1, "memory_gib": 2, "machine": {"cpu": 16}},
+                {"name": "large", "cpu": 8, "memory_gib": 16, "machine": {"cpu": 16}},
+                {"name": "gpu4", "cpu": 16, "memory_gib": 64, "gpu_type": "A10", "gpu_count": 4,
+                 "machine": {"cpu": 64, "gpu": 6}},
+            ],
+            "subnets": [
+                {"name": "sub-a", "vpc": "vpc-1", "zone": "zone-a"},
+                {"name": "sub-b", "vpc": "vpc-1", "zone": "zone-b"},
+                {"name": "sub-other", "vpc": "vpc-2", "zone": "zone-a"},
+            ],
+            "security_groups": [
+                {"name": "sg-1", "vpc": "vpc-1", "ingress": [{"from_port": 8000, "to_port": 9000, "source": "0.0.0.0/0"}]},
+                {"name": "sg-narrow", "vpc": "vpc-1", "ingress": [{"from_port": 8000, "source": "10.0.0.0/8"}]},
+                {"name": "sg-other", "vpc": "vpc-2", "ingress": [{"from_port": 1, "to_port": 65535, "source": "0.0.0.0/0"}]},
+            ],
+            "images": [{"name": "inferstack/echo", "command": ["{python}", "-m", "inferstack.images.echo"]}],
+        },
+        "services": [{
+            "name": "chat",
+            "resource_group": "rg-1",
+            "vpc": "vpc-1",
+            "ports": [8000],
+            "traffic": {"strategy": "weighted", "weights": {"stable": 90, "canary": 10}},
+            "deployments": [
+                {"name": "stable", "image": {"preset": "inferstack/echo"}, "queue": "q-pre-a", "compute_spec": "small",
+                 "replicas": 2, "rolling_update": {"max_unavailable": 25, "max_surge": 25}, "subnet": "sub-a",
+                 "security_group": "sg-1", "env": [{"name": "MODE", "value": "fast"}, {"name": "TOKEN", "secret": "s3cr3t"}]},
+                {"name": "canary", "image": {"preset": "inferstack/echo"}, "queue": "q-post-a", "compute_spec": "small",
+                 "replicas": 1, "rolling_update": {"max_unavailable": 0, "max_surge": 100}, "subnet": "sub-a",
+                 "security_group": "sg-1"},
+            ],
+        }],
+    }
+
+
+def svc(d: dict) -> dict:
+    return d["services"][0]
+
+
+def dep(d: dict, i: int = 0) -> dict:
+    return d["services"][0]["deployments"][i]
+
+
+def inv(d: dict, kind: str, i: int = 0) -> dict:
+    return d["inventory"][kind][i]
+
+
+def multi_role(d: dict) -> dict:
+    """Turn deployment 0 into a valid multi_role deployment and return it."""
+    x = dep(d)
+    for f in ("compute_spec", "replicas", "rolling_update"):
+        x.pop(f)
+    x["inference_mode"] = "multi_role"
+    x["roles"] = [
+        {"name": "prefill", "compute_spec": "small", "replicas": 1, "rolling_update": {"max_surge": 100, "max_unavailable": 0}},
+        {"name": "decode", "entry": True, "compute_spec": "small", "replicas": 1,
+         "rolling_update": {"max_surge": 100, "max_unavailable": 0}},
+    ]
+    return x
+
+
+def clb(d: dict) -> dict:
+    s = svc(d)
+    s["network_type"] = "clb"
+    s["traffic"] = {"strategy": "by_instance_count"}
+    return s
+
+
+Mutation = Callable[[dict], Any]
+P = "services[0]"
+D0 = f"{P}.deployments[0]"
+D1 = f"{P}.deployments[1]"
+
+# (rule, mutation, expected path)
+REJECTING: list[tuple[str, Mutation, str]] = [
+    ("field.required", lambda d: svc(d).pop("vpc"), f"{P}.vpc"),
+    ("field.unknown", lambda d: dep(d).update(imagee={"preset": "x"}), f"{D0}.imagee"),
+    ("field.type", lambda d: dep(d).update(replicas="three"), f"{D0}.replicas"),
+    ("field.enum", lambda d: svc(d).update(network_type="vpn"), f"{P}.network_type"),
+    ("field.invalid", lambda d: dep(d).update(replicas=2.5), f"{D0}.replicas"),
+    ("name.format", lambda d: dep(d).update(name="a" * 201, key="stable"), f"{D0}.name"),
+    ("key.format", lambda d: dep(d).update(key="Stable"), f"{D0}.key"),
+    ("ref.format", lambda d: dep(d).update(queue="-bad queue"), f"{D0}.queue"),
+    ("description.length", lambda d: svc(d).update(description="x" * 1025), f"{P}.description"),
+    ("port.range", lambda d: svc(d).update(ports=[65536]), f"{P}.ports[0]"),
+    ("cidr.format", lambda d: inv(d, "vpcs").update(cidr="10.0.0.0/33"), "inventory.vpcs[0].cidr"),
+    ("env.name_format", lambda d: dep(d)["env"][0].update(name="1MODE"), f"{D0}.env[0].name"),
+    ("mount.path_absolute", lambda d: dep(d).update(mounts=[{"source": "m", "path": "models"}]), f"{D0}.mounts[0].path"),
+    ("priority.range", lambda d: dep(d).update(priority=10), f"{D0}.priority"),
+    ("rolling_update.percent_range", lambda d: dep(d)["rolling_update"].update(max_surge=101),
+     f"{D0}.rolling_update.max_surge"),
+    ("replicas.min_one", lambda d: dep(d).update(replicas=0), f"{D0}.replicas"),
+    ("autoscaling.cron_format", lambda d: dep(d).update(autoscaling={"schedules": [
+        {"start": "0 25 * * *", "end": "0 18 * * *", "replicas": 2}]}), f"{D0}.autoscaling.schedules[0].start"),
+    ("autoscaling.timezone_known", lambda d: dep(d).update(autoscaling={"schedules": [
+        {"start": "0 9 * * *", "end": "0 18 * * *", "timezone": "Mars/Olympus", "replicas": 2}]}),
+     f"{D0}.autoscaling.schedules[0].timezone"),
+    ("autoscaling.target_positive", lambda d: dep(d).update(autoscaling={"metrics": [
+        {"metric": "qps", "target": 0, "max": 3}]}), f"{D0}.autoscaling.metrics[0].target"),
+    ("probe.timing", lambda d: dep(d).update(probes={"readiness": {"tcp": {}, "period_s": 0}}),
+     f"{D0}.probes.readiness.period_s"),
+    ("graceful_shutdown.range", lambda d: dep(d).update(graceful_shutdown_s=-1), f"{D0}.graceful_shutdown_s"),
+    ("traffic.weight_non_negative", lambda d: svc(d)["traffic"].update(weights={"stable": 110, "canary": -10}),
+     f"{P}.traffic.weights.canary"),
+    ("traffic.mirror_percent_range", lambda d: svc(d)["traffic"].update(mirror={"deployment": "canary", "percent": 0}),
+     f"{P}.traffic.mirror.percent"),
+    ("traffic.timeout_positive", lambda d: svc(d)["traffic"].update(timeout_s=0), f"{P}.traffic.timeout_s"),
+    ("traffic.retries_range", lambda d: svc(d)["traffic"].update(retries=4), f"{P}.traffic.retries"),
+    ("role.name_format", lambda d: multi_role(d)["roles"][0].update(name="Prefill"), f"{D0}.roles[0].name"),
+    ("compute_spec.resources_positive", lambda d: inv(d, "compute_specs").update(cpu=0), "inventory.compute_specs[0].cpu"),
+    ("queue.capacity_non_negative", lambda d: inv(d, "queues")["capacity"].update(small=-1),
+     "inventory.queues[0].capacity.small"),
+    ("inventory.name_unique", lambda d: d["inventory"]["subnets"].append({"name": "sub-a", "vpc": "vpc-1", "zone": "zone-b"}),
+     "inventory.subnets[3].name"),
+    ("queue.resource_group_exists", lambda d: inv(d, "queues").update(resource_group="rg-9"),
+     "inventory.queues[0].resource_group"),
+    ("queue.capacity_spec_exists", lambda d: inv(d, "queues")["capacity"].update(huge=1), "inventory.queues[0].capacity.huge"),
+    ("subnet.vpc_exists", lambda d: inv(d, "subnets", 2).update(vpc="vpc-9"), "inventory.subnets[2].vpc"),
+    ("security_group.vpc_exists", lambda d: inv(d, "security_groups", 2).update(vpc="vpc-9"),
+     "inventory.security_groups[2].vpc"),
+    ("security_group.port_range", lambda d: inv(d, "security_groups")["ingress"][0].update(to_port=7999),
+     "inventory.security_groups[0].ingress[0].to_port"),
+    ("compute_spec.fits_machine", lambda d: inv(d, "compute_specs", 1).update(cpu=17), "inventory.compute_specs[1]"),
+    ("service.key_required", lambda d: svc(d).update(name="聊天"), f"{P}.key"),
+    ("service.key_unique", lambda d: d["services"].append({**copy.deepcopy(svc(d)), "name": "chat2", "key": "chat"}),
+     "services[1].key"),
+    ("service.name_unique_in_resource_group",
+     lambda d: d["services"].append({**copy.deepcopy(svc(d)), "key": "chat-two"}), "services[1].name"),
+    ("service.resource_group_exists", lambda d: svc(d).update(resource_group="rg-9"), f"{P}.resource_group"),
+    ("service.vpc_exists", lambda d: svc(d).update(vpc="vpc-9"), f"{P}.vpc"),
+    ("service.ports_unique", lambda d: svc(d).update(ports=[8000, 8000]), f"{P}.ports[1]"),
+    ("service.legacy_and_list_form", lambda d: svc(d).update(image={"preset": "inferstack/echo"}), P),
+    ("traffic.weight_given_twice", lambda d: dep(d).update(weight=90), P),
+    ("traffic.weights_only_weighted", lambda d: svc(d)["traffic"].update(strategy="by_instance_count"),
+     f"{P}.traffic.weights"),
+    ("traffic.weight_unknown_deployment", lambda d: svc(d)["traffic"].update(weights={"stable": 90, "canry": 10}),
+     f"{P}.traffic.weights.canry"),
+    ("traffic.weights_sum", lambda d: svc(d)["traffic"].update(weights={"stable": 90, "canary": 20}), f"{P}.traffic.weights"),
+    ("traffic.header_rule_deployment_exists", lambda d: svc(d)["traffic"].update(
+        header_rules=[{"header": "x-canary", "value": "1", "deployment": "shadow"}]),
+     f"{P}.traffic.header_rules[0].deployment"),
+    ("traffic.mirror_deployment_exists", lambda d: svc(d)["traffic"].update(mirror={"deployment": "shadow", "percent": 5}),
+     f"{P}.traffic.mirror.deployment"),
+    ("deployment.key_required", lambda d: dep(d).update(name="稳定"), f"{D0}.key"),
+    ("deployment.key_unique", lambda d: dep(d, 1).update(name="stable"), f"{D1}.key"),
+    ("deployment.image_exactly_one", lambda d: dep(d).update(image={"preset": "inferstack/echo", "url": "x"}), f"{D0}.image"),
+    ("deployment.image_preset_exists", lambda d: dep(d).update(image={"preset": "inferstack/nope"}), f"{D0}.image.preset"),
+    ("deployment.model_source_exactly_one", lambda d: dep(d).update(model={"registry": "m", "path": "/m"}), f"{D0}.model"),
+    ("deployment.model_path_on_mount", lambda d: dep(d).update(model={"path": "/models/a"},
+                                                               mounts=[{"source": "m", "path": "/data"}]),
+     f"{D0}.model.path"),
+    ("deployment.queue_exists", lambda d: dep(d).update(queue="q-nope"), f"{D0}.queue"),
+    ("deployment.queue_in_resource_group", lambda d: dep(d).update(queue="q-other"), f"{D0}.queue"),
+    ("deployment.compute_spec_exists", lambda d: dep(d).update(compute_spec="nope"), f"{D0}.compute_spec"),
+    ("deployment.compute_spec_offered_by_queue", lambda d: dep(d).update(compute_spec="large"), f"{D0}.compute_spec"),
+    ("deployment.subnet_exists", lambda d: dep(d).update(subnet="sub-nope"), f"{D0}.subnet"),
+    ("subnet.in_service_vpc", lambda d: dep(d).update(subnet="sub-other"), f"{D0}.subnet"),
+    ("subnet.zone_matches_queue", lambda d: dep(d).update(subnet="sub-b"), f"{D0}.subnet"),
+    ("deployment.security_group_exists", lambda d: dep(d).update(security_group="sg-nope"), f"{D0}.security_group"),
+    ("security_group.in_service_vpc", lambda d: dep(d).update(security_group="sg-other"), f"{D0}.security_group"),
+    ("security_group.allows_ports", lambda d: dep(d).update(security_group="sg-narrow"), f"{D0}.security_group"),
+    ("deployment.roles_match_mode", lambda d: dep(d).update(roles=[]), f"{D0}.roles"),
+    ("deployment.replicas_or_autoscaling", lambda d: dep(d).pop("replicas"), f"{D0}.replicas"),
+    ("deployment.accept_traffic_scope", lambda d: dep(d).update(accept_traffic=True), f"{D0}.accept_traffic"),
+    ("deployment.ports_unique", lambda d: dep(d).update(ports={"listen": 8080, "call": [8080]}), f"{D0}.ports.call[1]"),
+    ("role.entry_exactly_one", lambda d: multi_role(d)["roles"][0].update(entry=True), f"{D0}.roles"),
+    ("role.name_unique", lambda d: multi_role(d)["roles"][0].update(name="decode"), f"{D0}.roles[1]"),
+    ("rolling_update.not_both_zero", lambda d: dep(d).update(rolling_update={"max_unavailable": 0, "max_surge": 0}),
+     f"{D0}.rolling_update"),
+    ("autoscaling.not_empty", lambda d: dep(d).update(autoscaling={}), f"{D0}.autoscaling"),
+    ("autoscaling.schedule_count", lambda d: dep(d).update(autoscaling={"schedules": [
+        {"start": "0 9 * * *", "end": "0 18 * * *", "replicas": 2, "min": 1, "max": 3}]}),
+     f"{D0}.autoscaling.schedules[0]"),
+    ("autoscaling.min_le_max", lambda d: dep(d).update(autoscaling={"metrics": [
+        {"metric": "qps", "target": 5, "min": 4, "max": 3}]}), f"{D0}.autoscaling.metrics[0].min"),
+    ("env.name_unique", lambda d: dep(d)["env"].append({"name": "MODE", "value": "slow"}), f"{D0}.env[2].name"),
+    ("env.value_exactly_one", lambda d: dep(d)["env"].append({"name": "EMPTY"}), f"{D0}.env[2]"),
+    ("mount.path_unique", lambda d: dep(d).update(mounts=[{"source": "a", "path": "/m"}, {"source": "b", "path": "/m"}]),
+     f"{D0}.mounts[1]"),
+    ("probe.exactly_one_action", lambda d: dep(d).update(probes={"readiness": {"tcp": {}, "http": {}}}),
+     f"{D0}.probes.readiness"),
+    ("probe.success_threshold_one", lambda d: dep(d).update(probes={"liveness": {"tcp": {}, "success_threshold": 2}}),
+     f"{D0}.probes.liveness.success_threshold"),
+    ("capacity.prepaid_fits", lambda d: dep(d).update(replicas=9), f"{D0}.queue"),
+    ("numa.exceeds_half_machine", lambda d: dep(d).update(numa_affinity=True, compute_spec="gpu4", replicas=1),
+     f"{D0}.compute_spec"),
+    ("use_idle.no_lender", lambda d: (dep(d).update(use_idle=True), inv(d, "queues").update(lends_idle=False)),
+     f"{D0}.use_idle"),
+    ("autoscaling.replicas_outside_bounds", lambda d: dep(d).update(autoscaling={"metrics": [
+        {"metric": "qps", "target": 5, "min": 3, "max": 4}]}), f"{D0}.replicas"),
+]
+
+# Accepting cases at the boundary of a rejecting one.
+ACCEPTING: list[tuple[str, Mutation]] = [
+    ("CJK name with an explicit key", lambda d: dep(d).update(name="稳定_部署-1", key="stable")),
+    ("name of 200 characters keeps an explicit key", lambda d: dep(d).update(name="b" * 200, key="stable")),
+    ("key of 40 characters", lambda d: dep(d).update(key="a" * 40) or svc(d)["traffic"].update(
+        weights={"a" * 40: 90, "canary": 10})),
+    ("description of 1024 characters", lambda d: svc(d).update(description="x" * 1024)),
+    ("port 65535", lambda d: (svc(d).update(ports=[8000]), dep(d).update(security_group="sg-1"))),
+    ("env name with underscore first", lambda d: dep(d)["env"][0].update(name="_MODE")),
+    ("priority 9", lambda d: dep(d).update(priority=9)),
+    ("priority 1", lambda d: dep(d).update(priority=1)),
+    ("surge 100 %", lambda d: dep(d)["rolling_update"].update(max_surge=100)),
+    ("zone equal", lambda d: dep(d).update(subnet="sub-a", queue="q-pre-a")),
+    ("weights as thirds", lambda d: (d["services"][0]["deployments"].append(
+        {**copy.deepcopy(dep(d, 1)), "name": "third"}), svc(d)["traffic"].update(
+        weights={"stable": 33.33, "canary": 33.33, "third": 33.34}))),
+    ("prepaid capacity exactly full", lambda d: dep(d).update(replicas=8)),  # 8 + ceil(25 %) = 10
+    ("names repeat with distinct keys", lambda d: (dep(d, 1).update(name="stable", key="canary"))),
+    ("mirror 100 %", lambda d: svc(d)["traffic"].update(mirror={"deployment": "canary", "percent": 100})),
+    ("retries 0", lambda d: svc(d)["traffic"].update(retries=0)),
+    ("fractional probe periods", lambda d: dep(d).update(probes={"readiness": {"tcp": {}, "period_s": 0.05,
+                                                                               "timeout_s": 0.01}})),
+    ("graceful 0", lambda d: dep(d).update(graceful_shutdown_s=0)),
+    ("accept_traffic with clb + by_instance_count", lambda d: (clb(d), dep(d).update(accept_traffic=False))),
+    ("autoscaling without replicas", lambda d: (dep(d).pop("replicas"), dep(d).update(autoscaling={"metrics": [
+        {"metric": "qps", "target": 5, "min": 1, "max": 3}]}))),
+    ("a valid multi_role deployment", lambda d: multi_role(d)),
+    ("a service with no deployments", lambda d: svc(d).update(deployments=[], traffic={})),
+    ("one deployment without weights takes all traffic", lambda d: (svc(d)["deployments"].pop(), svc(d).pop("traffic"))),
+    ("ingress to_port equal to from_port", lambda d: inv(d, "security_groups")["ingress"][0].update(to_port=8000) or
+     svc(d)["deployments"][0].update(ports={"listen": 8000}) or svc(d)["deployments"][1].update(ports={"listen": 8000})),
+    ("NUMA at half a machine", lambda d: dep(d).update(numa_affinity=True)),
+]
+
+
+def run(mutate: Mutation):
+    d = base_stack()
+    mutate(d)
+    return validate_stack(d).report
+
+
+def test_base_stack_is_valid_without_findings():
+    report = validate_stack(base_stack()).report
+    assert report.findings == []
+
+
+@pytest.mark.parametrize("rule,mutate,path", REJECTING, ids=[r[0] for r in REJECTING])
+def test_rejecting_case_names_rule_and_path(rule, mutate, path):
+    report = run(mutate)
+    hits = [f for f in report.findings if f.rule == rule]
+    assert hits, f"expected {rule}, got {[(f.rule, f.path) for f in report.findings]}"
+    assert path in [f.path for f in hits], [(f.rule, f.path) for f in hits]
+    finding = next(f for f in hits if f.path == path)
+    assert finding.severity is RULES[rule].severity
+    assert finding.message
+
+
+@pytest.mark.parametrize("name,mutate", ACCEPTING, ids=[a[0] for a in ACCEPTING])
+def test_accepting_boundary_case(name, mutate):
+    report = run(mutate)
+    assert report.errors == [], [str(f) for f in report.errors]
+
+
+def test_every_rule_has_a_rejecting_case():
+    covered = {r for r, _, _ in REJECTING}
+    assert set(RULES) - covered == set()
+
+
+def test_all_violations_are_reported_at_once():
+    d = base_stack()
+    dep(d).update(subnet="sub-b", priority=10)
+    dep(d, 1).update(security_group="sg-narrow")
+    svc(d)["traffic"]["weights"] = {"stable": 90, "canary": 20}
+    report = validate_stack(d).report
+    # priority is a field error, so deployment 0 does not parse; the other rules still run where they can.
+    assert "priority.range" in report.rules()
+    d = base_stack()
+    dep(d).update(subnet="sub-b")
+    dep(d, 1).update(security_group="sg-narrow")
+    svc(d)["traffic"]["weights"] = {"stable": 90, "canary": 20}
+    report = validate_stack(d).report
+    assert {"subnet.zone_matches_queue", "security_group.allows_ports", "traffic.weights_sum"} <= report.rules()
+
+
+def test_secret_values_never_appear_in_findings():
+    d = base_stack()
+    dep(d)["env"][1]["secret"] = 12345  # wrong type: a secret is a string
+    dep(d)["env"].append({"name": "TOKEN", "secret": "hunter2"})
+    report = validate_stack(d).report
+    text = str(report) + repr(report.to_list())
+    assert "hunter2" not in text and "12345" not in text
+    assert any(f.value == SECRET_MASK for f in report.findings)
+
+
+def test_zone_mismatch_message_names_both_zones():
+    d = base_stack()
+    dep(d).update(subnet="sub-b")
+    (f,) = [f for f in validate_stack(d).report.findings if f.rule == "subnet.zone_matches_queue"]
+    assert "zone-b" in f.message and "zone-a" in f.message and f.value == "sub-b"
+
+
+def test_missing_inventory_is_deferred_when_inventory_is_partial():
+    d = base_stack()
+    report = validate(d["services"], {"vpcs": d["inventory"]["vpcs"]}, partial_inventory=True)
+    assert report.errors == []
+    assert "deployment.queue_exists" in {f.rule for f in report.deferred}
+    assert all("not checked yet" in f.message for f in report.deferred)
+
+
+def test_unknown_values_are_deferred_not_skipped():
+    d = base_stack()
+    dep(d)["subnet"] = "<unknown>"
+    report = validate(d["services"], d["inventory"])
+    assert report.errors == []
+    deferred = [f for f in report.findings if f.severity is Severity.DEFERRED]
+    assert [f.path for f in deferred] == [f"{D0}.subnet"]
+    assert "not known until apply" in deferred[0].message
+
+
+def test_flat_legacy_form_is_one_default_deployment():
+    d = base_stack()
+    s = svc(d)
+    flat = {k: v for k, v in s.items() if k not in ("deployments", "traffic")}
+    flat.update({k: v for k, v in dep(d).items() if k != "name"})
+    d["services"] = [flat]
+    loaded = validate_stack(d)
+    assert loaded.report.errors == []
+    (service,) = loaded.stack.services
+    assert service.legacy_form
+    assert [(x.key, x.name) for x in service.deployments] == [("default", "Default")]
+    assert service.traffic.weights == {"default": 100.0}
+
+
+def test_weight_sugar_becomes_traffic_weights():
+    d = base_stack()
+    svc(d).pop("traffic")
+    dep(d)["weight"] = 70
+    dep(d, 1)["weight"] = 30
+    loaded = validate_stack(d)
+    assert loaded.report.errors == []
+    assert loaded.stack.services[0].traffic.weights == {"stable": 70.0, "canary": 30.0}
