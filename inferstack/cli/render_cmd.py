@@ -1,0 +1,87 @@
+"""`inferstack render`: a stack file rendered to Kubernetes YAML, one file per object (GitOps-friendly)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..spec import StackFileError, default_inventory, load_file
+from ..targets.kubernetes import RenderError, RenderOptions, render
+from .app import EXIT_INVALID, EXIT_OK, EXIT_UNREADABLE, app, console, err_console
+
+# Files `render` owns in its output directory: `NN-<kind>-<name>.yaml`. Others are never touched.
+_RENDERED_FILE = re.compile(r"^\d\d-[a-z]+-[a-z0-9-]+\.yaml$")
+
+
+@app.command("render")
+def render_cmd(
+    file: Annotated[Path, typer.Argument(help="Stack file (YAML) to render.")],
+    out: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="Directory for one YAML file per object (created if missing; rendered files of objects "
+                               "that no longer exist are removed). Default: print one multi-document stream.")] = None,
+    namespace: Annotated[str | None, typer.Option(
+        "--namespace", "-n", help="Namespace of the objects (default: the stack's kubernetes.namespace).")] = None,
+    include_secrets: Annotated[bool, typer.Option(
+        "--include-secrets", help="Also write the Secrets holding secret env values (stringData, files mode 0600). "
+                                  "Without it they are referenced, never written.")] = False,
+    cluster_bootstrap: Annotated[bool | None, typer.Option(
+        "--cluster-bootstrap/--no-cluster-bootstrap", help="Also render cluster-wide objects (PriorityClasses). "
+                                                           "Default: the stack's kubernetes.cluster_bootstrap.")] = None,
+) -> None:
+    """Render a stack to Kubernetes objects. Exit 0 rendered, 1 invalid stack, 2 unreadable file."""
+    try:
+        loaded = load_file(file, default_inventory())
+    except StackFileError as exc:
+        err_console.print(f"[red]unreadable[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_UNREADABLE) from exc
+    if loaded.stack is None or not loaded.report.ok:
+        err_console.print(f"{file}: [red]invalid[/red] ({len(loaded.report.errors)} error(s)); nothing rendered",
+                          highlight=False)
+        for f in loaded.report.errors:
+            line = f":{f.line}" if f.line else ""
+            err_console.print(f"  [red]error[/red] {file}{line} {f.path}: {f.message} [dim]({f.rule})[/dim]",
+                              highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INVALID)
+    options = RenderOptions(namespace=namespace, include_secrets=include_secrets, cluster_bootstrap=cluster_bootstrap)
+    try:
+        result = render(loaded.stack, options)
+    except RenderError as exc:
+        err_console.print(f"{file}: [red]cannot render[/red]: {exc}", highlight=False)
+        raise typer.Exit(EXIT_INVALID) from exc
+    if loaded.stack.target != "kubernetes":
+        err_console.print(f"[yellow]note[/yellow] {file} targets '{loaded.stack.target}'; rendered anyway",
+                          highlight=False)
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning[/yellow] {warning}", highlight=False, soft_wrap=True)
+    if out is None:
+        typer.echo(result.to_documents(), nl=False)
+        raise typer.Exit(EXIT_OK)
+    files = result.files()
+    try:
+        _write(out, files)
+    except OSError as exc:
+        err_console.print(f"[red]cannot write[/red] {out}: {exc}", highlight=False)
+        raise typer.Exit(EXIT_UNREADABLE) from exc
+    console.print(f"{file}: {len(files)} object(s) → {out}/", highlight=False)
+    raise typer.Exit(EXIT_OK)
+
+
+def _write(out: Path, files: list[tuple[str, str]]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    names = {name for name, _ in files}
+    for stale in sorted(p for p in out.iterdir() if _RENDERED_FILE.match(p.name) and p.name not in names):
+        stale.unlink()
+        console.print(f"removed {stale}", highlight=False)
+    for name, text in files:
+        path = out / name
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            continue  # unchanged: keep the file's mtime, so tools that watch the directory see no change
+        mode = 0o600 if name.split("-", 2)[1] == "secret" else 0o644  # secret values: readable by the owner only
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(text)

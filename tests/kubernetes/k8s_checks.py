@@ -1,0 +1,214 @@
+"""Offline validation of rendered Kubernetes objects, shared by the kubernetes target's tests (`import k8s_checks`).
+
+- Core kinds: `kubernetes-validate`, strict, at the newest Kubernetes version the installed package ships.
+- Gateway API and KEDA kinds: `jsonschema` against the CRD schemas in `../shared/schemas/` (relative to the repository;
+  `INFERSTACK_SCHEMAS_DIR` overrides). A structural CRD schema prunes unknown fields silently, so the schemas are made
+  strict here (`additionalProperties: false` wherever properties are listed): a field the API server would drop is a
+  rendering bug. Tests that need them skip, with the reason, where the folder is absent; CI always has it.
+- What neither schema checks but an API server rejects (names, label values, quantities, port names, ...):
+  `api_server_findings`.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import kubernetes_validate.utils
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+GOLDEN = Path(__file__).resolve().parent / "golden"
+SCHEMAS = Path(os.environ.get("INFERSTACK_SCHEMAS_DIR") or ROOT.parent / "shared" / "schemas")
+K8S_VERSION = kubernetes_validate.utils.latest_version()
+
+# kubernetes-validate re-reads its schema files (a 1.8 MB definitions file) on every call; they never change, so
+# cache them: validation itself is unchanged, and ~8 times faster.
+if not hasattr(kubernetes_validate.utils.schema_contents, "cache_info"):
+    kubernetes_validate.utils.schema_contents = functools.lru_cache(maxsize=None)(
+        kubernetes_validate.utils.schema_contents)
+
+CRDS = {
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "gateway-api/httproutes.yaml",
+    ("keda.sh/v1alpha1", "ScaledObject"): "keda/scaledobjects.yaml",
+}
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$")
+_PERCENT = re.compile(r"^[0-9]+%$")
+
+
+def schemas_available() -> bool:
+    return all((SCHEMAS / path).is_file() for path in CRDS.values())
+
+
+def require_schemas() -> None:
+    if not schemas_available():
+        pytest.skip(f"CRD schemas not found in {SCHEMAS} (Gateway API, KEDA): this clone has no ../shared/schemas; "
+                    f"CI always has it (or set INFERSTACK_SCHEMAS_DIR)")
+
+
+def _strict(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if ("properties" in out and "additionalProperties" not in out
+                and not out.get("x-kubernetes-preserve-unknown-fields")):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+@functools.cache
+def crd_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
+    group_version = api_version.split("/")
+    crd = yaml.safe_load((SCHEMAS / CRDS[(api_version, kind)]).read_text())
+    assert crd["spec"]["group"] == group_version[0] and crd["spec"]["names"]["kind"] == kind
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == group_version[1])
+    assert version["served"], f"{api_version} {kind} is not served by the CRD"
+    schema = _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def schema_errors(obj: dict[str, Any]) -> list[str]:
+    """Schema violations of one rendered object (empty when valid)."""
+    key = (obj["apiVersion"], obj["kind"])
+    where = f"{obj['kind']} {obj['metadata'].get('name')}"
+    if key in CRDS:
+        if not schemas_available():
+            return []  # `problems` skips the test once everything else has passed
+        return [f"{where}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+                for e in crd_validator(*key).iter_errors(obj)]
+    try:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [f"{where}: {exc}"]
+    return []
+
+
+def api_server_findings(obj: dict[str, Any]) -> list[str]:
+    """What the API server (or a CRD's CEL rules) would reject although the JSON schemas pass."""
+    out: list[str] = []
+    meta = obj["metadata"]
+    where = f"{obj['kind']} {meta.get('name')}"
+    if not _DNS_LABEL.match(meta["name"]) or len(meta["name"]) > 63:
+        out.append(f"{where}: name is not a DNS-1035 label of at most 63 characters")
+    labels = dict(meta.get("labels", {}))
+    spec = obj.get("spec", {})
+    template = spec.get("template", {}) if obj["kind"] == "Deployment" else {}
+    labels.update(template.get("metadata", {}).get("labels", {}))
+    for selector in (spec.get("selector", {}).get("matchLabels", {}), spec.get("podSelector", {}).get(
+            "matchLabels", {}), spec.get("selector", {}) if obj["kind"] == "Service" else {}):
+        labels.update(selector)
+    for k, v in labels.items():
+        if not _LABEL_VALUE.match(v) or len(v) > 63:
+            out.append(f"{where}: label value {k}={v!r} is not valid")
+        if not _LABEL_NAME.match(k.rsplit("/", 1)[-1]) or len(k.rsplit("/", 1)[-1]) > 63:
+            out.append(f"{where}: label key {k!r} is not valid")
+    if obj["kind"] == "Deployment":
+        out += _pod_findings(where, spec)
+    if obj["kind"] == "Service":
+        names = [p.get("name") for p in spec["ports"]]
+        numbers = [p["port"] for p in spec["ports"]]
+        if len(set(names)) != len(names) or len(set(numbers)) != len(numbers):
+            out.append(f"{where}: port names or numbers repeat")
+        out += [f"{where}: port name {n!r} too long" for n in names if n and len(n) > 15]
+    pdb_percent = spec.get("maxUnavailable") if obj["kind"] == "PodDisruptionBudget" else None
+    if isinstance(pdb_percent, str) and not _PERCENT.match(pdb_percent):
+        out.append(f"{where}: maxUnavailable {pdb_percent!r} is not a whole percent")
+    if obj["kind"] == "HTTPRoute":
+        out += _route_findings(where, spec)
+    return out
+
+
+def _pod_findings(where: str, spec: dict[str, Any]) -> list[str]:
+    out = []
+    ru = spec["strategy"]["rollingUpdate"]
+    for field in ("maxSurge", "maxUnavailable"):
+        if not _PERCENT.match(ru[field]):
+            out.append(f"{where}: {field} {ru[field]!r} is not a whole percent")
+    if ru["maxSurge"] == "0%" and ru["maxUnavailable"] == "0%":
+        out.append(f"{where}: maxSurge and maxUnavailable are both 0")
+    selector = spec["selector"]["matchLabels"]
+    pod_labels = spec["template"]["metadata"]["labels"]
+    if any(pod_labels.get(k) != v for k, v in selector.items()):
+        out.append(f"{where}: the selector does not match the pod template")
+    pod = spec["template"]["spec"]
+    volume_names = [v["name"] for v in pod.get("volumes", [])]
+    if len(set(volume_names)) != len(volume_names):
+        out.append(f"{where}: volume names repeat")
+    for c in pod["containers"]:
+        env = [e["name"] for e in c.get("env", [])]
+        if len(set(env)) != len(env):
+            out.append(f"{where}: env names repeat")
+        ports = [p["name"] for p in c.get("ports", [])]
+        if len(set(ports)) != len(ports) or any(len(p) > 15 for p in ports):
+            out.append(f"{where}: container port names repeat or are too long")
+        paths = [m["mountPath"] for m in c.get("volumeMounts", [])]
+        if len(set(paths)) != len(paths) or any(m["name"] not in volume_names for m in c.get("volumeMounts", [])):
+            out.append(f"{where}: volume mounts repeat a path or name no volume")
+        for side in ("requests", "limits"):
+            for name, q in c["resources"].get(side, {}).items():
+                if not _QUANTITY.match(q):
+                    out.append(f"{where}: {side}.{name} {q!r} is not a quantity")
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            p = c.get(probe)
+            if p and (p["periodSeconds"] < 1 or p["timeoutSeconds"] < 1):
+                out.append(f"{where}: {probe} period and timeout must be at least 1 second")
+        sc = c["securityContext"]
+        restricted = (sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+                      and sc["readOnlyRootFilesystem"] is True)
+        if not restricted or pod["securityContext"]["seccompProfile"]["type"] != "RuntimeDefault" \
+                or pod["securityContext"]["runAsNonRoot"] is not True:
+            out.append(f"{where}: not within the restricted Pod Security Standard")
+    return out
+
+
+def _route_findings(where: str, spec: dict[str, Any]) -> list[str]:
+    out = []
+    rule_names = [r.get("name") for r in spec["rules"]]
+    if len(set(rule_names)) != len(rule_names):
+        out.append(f"{where}: rule names repeat")
+    for r in spec["rules"]:
+        for m in r.get("matches", []):
+            if not m["path"]["value"].startswith("/") or "//" in m["path"]["value"]:
+                out.append(f"{where}: path match {m['path']['value']!r} is not a clean absolute path")
+            for h in m.get("headers", []):
+                if not 1 <= len(h["value"]) <= 4096:
+                    out.append(f"{where}: header value length")
+        for f in r.get("filters", []):
+            mirror = f.get("requestMirror")
+            if mirror and ("percent" in mirror) == ("fraction" in mirror):
+                out.append(f"{where}: a mirror has exactly one of percent or fraction")
+            if mirror and "fraction" in mirror and mirror["fraction"]["numerator"] > mirror["fraction"]["denominator"]:
+                out.append(f"{where}: mirror fraction above 1")
+            ref = (mirror or {}).get("backendRef")
+            if ref is not None and "port" not in ref:
+                out.append(f"{where}: a Service backendRef needs a port")
+        for ref in r.get("backendRefs", []):
+            if "port" not in ref:
+                out.append(f"{where}: a Service backendRef needs a port")
+    return out
+
+
+def problems(objects: list[dict[str, Any]]) -> list[str]:
+    """Every schema error and API-server finding over `objects`. Without the CRD schemas, a clean result skips the
+    test (its HTTPRoutes and ScaledObjects could not be checked); errors in the other objects still fail it."""
+    out = []
+    for obj in objects:
+        out += schema_errors(obj)
+        out += api_server_findings(obj)
+    if not out and any((o["apiVersion"], o["kind"]) in CRDS for o in objects):
+        require_schemas()
+    return out

@@ -1,0 +1,95 @@
+"""`inferstack render FILE -o DIR` as a user runs it: one file per object, stable, secrets only when asked for."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+
+import yaml
+from k8s_checks import ROOT
+from typer.testing import CliRunner
+
+from inferstack.cli import app
+
+EXAMPLE = ROOT / "examples" / "k8s.yaml"
+runner = CliRunner()
+
+
+def test_render_writes_one_file_per_object_named_by_kind_and_name(tmp_path):
+    result = runner.invoke(app, ["render", str(EXAMPLE), "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert "04-deployment-chat-stable.yaml" in files and "08-httproute-chat.yaml" in files
+    assert "00-priorityclass-inferstack-priority-7.yaml" in files  # the stack asks for cluster_bootstrap
+    assert not [f for f in files if "-secret-" in f]
+    doc = yaml.safe_load((tmp_path / "04-deployment-chat-stable.yaml").read_text())
+    assert (doc["kind"], doc["metadata"]["name"]) == ("Deployment", "chat-stable")
+    assert "warning" in result.stderr and "--include-secrets" in result.stderr
+
+
+def test_render_twice_gives_the_same_bytes_and_leaves_unchanged_files_alone(tmp_path):
+    assert runner.invoke(app, ["render", str(EXAMPLE), "-o", str(tmp_path)]).exit_code == 0
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+    assert runner.invoke(app, ["render", str(EXAMPLE), "-o", str(tmp_path)]).exit_code == 0
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == before
+
+
+def test_secret_values_are_written_only_with_include_secrets_and_readable_by_the_owner_only(tmp_path):
+    plain, secret = tmp_path / "plain", tmp_path / "secret"
+    assert runner.invoke(app, ["render", str(EXAMPLE), "-o", str(plain)]).exit_code == 0
+    assert not any("hf-example-token" in p.read_text() for p in plain.iterdir())
+    result = runner.invoke(app, ["render", str(EXAMPLE), "-o", str(secret), "--include-secrets"])
+    assert result.exit_code == 0, result.output
+    path = secret / "01-secret-chat-stable-env.yaml"
+    assert yaml.safe_load(path.read_text())["stringData"] == {"HF_TOKEN": "hf-example-token"}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_files_of_objects_that_no_longer_exist_are_removed_and_other_files_kept(tmp_path):
+    (tmp_path / "03-service-gone.yaml").write_text("stale\n")
+    (tmp_path / "kustomization.yaml").write_text("resources: []\n")
+    assert runner.invoke(app, ["render", str(EXAMPLE), "-o", str(tmp_path)]).exit_code == 0
+    assert not (tmp_path / "03-service-gone.yaml").exists()
+    assert (tmp_path / "kustomization.yaml").read_text() == "resources: []\n"
+
+
+def test_namespace_and_cluster_bootstrap_flags_override_the_stack(tmp_path):
+    result = runner.invoke(app, ["render", str(EXAMPLE), "-o", str(tmp_path), "--namespace", "team-a",
+                                 "--no-cluster-bootstrap"])
+    assert result.exit_code == 0, result.output
+    assert not list(tmp_path.glob("00-priorityclass-*"))
+    assert yaml.safe_load((tmp_path / "08-httproute-chat.yaml").read_text())["metadata"]["namespace"] == "team-a"
+
+
+def test_without_output_dir_all_objects_go_to_stdout_as_one_stream():
+    result = runner.invoke(app, ["render", str(ROOT / "examples" / "quickstart.yaml")])
+    assert result.exit_code == 0, result.output
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert [d["kind"] for d in docs][-1] == "HTTPRoute" and len(docs) == 9
+
+
+def test_an_invalid_stack_exits_1_with_its_findings_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EXAMPLE.read_text().replace("subnet: subnet-b", "subnet: subnet-a", 1))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", str(bad), "-o", str(out)])
+    assert result.exit_code == 1
+    assert "subnet.zone_matches_queue" in result.stderr
+    assert not out.exists()
+
+
+def test_an_unreadable_file_exits_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("services: [\n")
+    assert runner.invoke(app, ["render", str(bad)]).exit_code == 2
+    assert runner.invoke(app, ["render", str(tmp_path / "missing.yaml")]).exit_code == 2
+
+
+def test_the_console_script_renders(tmp_path):
+    exe = ROOT / ".venv" / "bin" / "inferstack"
+    command = [str(exe)] if exe.exists() else [sys.executable, "-c", "from inferstack.cli import app; app()"]
+    run = subprocess.run([*command, "render", str(EXAMPLE), "-o", str(tmp_path)], capture_output=True, text=True,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+    assert len(list(tmp_path.glob("*.yaml"))) > 30
