@@ -68,6 +68,10 @@ class ComputeSpec(Model):
     machine: Machine = Field(description="Size of the whole machine the spec is cut from.")
     price_per_hour: Prices = Field(default_factory=Prices, description="Prices per instance-hour.")
 
+    def exceeds_half_machine(self) -> bool:
+        """NUMA affinity has no policy past half the machine's CPUs or GPUs (domain.md)."""
+        return self.gpu_count > self.machine.gpu / 2 or self.cpu > self.machine.cpu / 2
+
 
 class Subnet(Model):
     """A subnet (子网): one VPC, one zone."""

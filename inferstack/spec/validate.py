@@ -340,8 +340,7 @@ def _role(dep: Deployment, role: Role, path: str, look: _Lookup, inline: bool) -
         out.append(_finding("deployment.compute_spec_offered_by_queue", f"{path}.compute_spec", role.compute_spec,
                             f"queue '{dep.queue}' does not offer compute spec '{role.compute_spec}' (it offers: "
                             f"{', '.join(queue.capacity) or 'nothing'})"))
-    if spec is not None and dep.numa_affinity and (spec.gpu_count > spec.machine.gpu / 2
-                                                   or spec.cpu > spec.machine.cpu / 2):
+    if spec is not None and dep.numa_affinity and spec.exceeds_half_machine():
         out.append(_finding("numa.exceeds_half_machine", f"{path}.compute_spec", role.compute_spec,
                             f"NUMA affinity has no policy for '{role.compute_spec}' ({spec.cpu:g} CPU, "
                             f"{spec.gpu_count} GPU) past half its machine ({spec.machine.cpu:g} CPU, "

@@ -497,7 +497,7 @@ def _env(svc: Service, dep: Deployment, role: Role, roles: list[Role], multi: bo
 
 
 def _numa_fits(spec: ComputeSpec, ctx: _Context, where: str) -> bool:
-    if spec.gpu_count > spec.machine.gpu / 2 or spec.cpu > spec.machine.cpu / 2:
+    if spec.exceeds_half_machine():
         ctx.warn(where, f"NUMA affinity skipped: '{spec.name}' ({spec.cpu:g} CPU, {spec.gpu_count} GPU) exceeds half "
                         f"its machine ({spec.machine.cpu:g} CPU, {spec.machine.gpu} GPU)")
         return False
