@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -19,12 +20,12 @@ class Format(str, Enum):
 
 @app.command()
 def validate(
-    files: list[Path] = typer.Argument(..., help="Stack files (YAML) to validate."),
-    fmt: Format = typer.Option(Format.text, "--format", help="text, or json: a list of {rule, path, value, message, "
-                                                             "severity}."),
-    no_default_inventory: bool = typer.Option(False, "--no-default-inventory",
-                                              help="Check references against the file's own inventory only, not "
-                                                   "the platform's default inventory."),
+    files: Annotated[list[Path], typer.Argument(help="Stack files (YAML) to validate.")],
+    fmt: Annotated[Format, typer.Option("--format", help="text, or json: a list of {rule, path, value, message, "
+                                                         "severity}.")] = Format.text,
+    no_default_inventory: Annotated[bool, typer.Option(
+        "--no-default-inventory", help="Check references against the file's own inventory only, not the "
+                                       "platform's default inventory.")] = False,
 ) -> None:
     """Check stack files against every domain rule. Exit 0 valid, 1 invalid, 2 unreadable."""
     base = None if no_default_inventory else default_inventory()

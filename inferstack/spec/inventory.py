@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -15,15 +15,15 @@ class Vpc(Model):
     """A private network (私有网络). A service and its deployments' subnets and security groups live in one."""
 
     name: Ref = Field(description="Name of the VPC, unique in the inventory.", examples=["vpc-main"])
-    cidr: Optional[Cidr] = Field(None, description="Address range of the VPC.", examples=["10.0.0.0/16"])
-    description: Optional[Description] = Field(None, description="Free text.")
+    cidr: Cidr | None = Field(None, description="Address range of the VPC.", examples=["10.0.0.0/16"])
+    description: Description | None = Field(None, description="Free text.")
 
 
 class ResourceGroup(Model):
     """A pool of capacity (资源组); it holds queues. A service is bound to exactly one."""
 
     name: Ref = Field(description="Name of the resource group, unique in the inventory.", examples=["rg-main"])
-    description: Optional[Description] = Field(None, description="Free text.")
+    description: Description | None = Field(None, description="Free text.")
 
 
 class Queue(Model):
@@ -63,7 +63,7 @@ class ComputeSpec(Model):
     name: Ref = Field(description="Name of the spec, unique in the inventory.", examples=["gpu-a10-1"])
     cpu: Resource = Field(description="CPUs per instance (fractions allowed).")
     memory_gib: Resource = Field(description="Memory per instance in GiB.")
-    gpu_type: Optional[Ref] = Field(None, description="GPU model, when the spec has GPUs.", examples=["A10"])
+    gpu_type: Ref | None = Field(None, description="GPU model, when the spec has GPUs.", examples=["A10"])
     gpu_count: GpuCount = Field(0, description="GPUs per instance.")
     machine: Machine = Field(description="Size of the whole machine the spec is cut from.")
     price_per_hour: Prices = Field(default_factory=Prices, description="Prices per instance-hour.")
@@ -79,7 +79,7 @@ class Subnet(Model):
     name: Ref = Field(description="Name of the subnet, unique in the inventory.")
     vpc: Ref = Field(description="VPC of the subnet.")
     zone: Ref = Field(description="Availability zone of the subnet.")
-    cidr: Optional[Cidr] = Field(None, description="Address range of the subnet.")
+    cidr: Cidr | None = Field(None, description="Address range of the subnet.")
 
 
 class IngressRule(Model):
@@ -87,7 +87,7 @@ class IngressRule(Model):
 
     protocol: Literal["tcp", "udp", "all"] = Field("tcp", description="Protocol allowed.")
     from_port: Port = Field(description="First port of the range.")
-    to_port: Optional[Port] = Field(None, description="Last port of the range; defaults to from_port.")
+    to_port: Port | None = Field(None, description="Last port of the range; defaults to from_port.")
     source: Cidr = Field(description="Source network allowed, e.g. 10.0.0.0/8 or 127.0.0.2/32.")
 
     @property
@@ -116,7 +116,7 @@ class PresetImage(Model):
     command: list[str] = Field(default_factory=list,
                                description="argv that runs the image locally; `{python}` is replaced by the "
                                            "platform's Python interpreter. Empty: not runnable locally.")
-    description: Optional[Description] = Field(None, description="Free text.")
+    description: Description | None = Field(None, description="Free text.")
 
 
 class Inventory(Model):
@@ -138,7 +138,7 @@ class Inventory(Model):
         """Objects of one kind by name (the last wins on duplicates; duplicates are reported by validate)."""
         return {obj.name: obj for obj in getattr(self, kind)}
 
-    def merged(self, other: "Inventory") -> "Inventory":
+    def merged(self, other: Inventory) -> Inventory:
         """This inventory with `other`'s objects added or replacing those of the same kind and name."""
         data = {}
         for kind in self.KINDS:

@@ -6,7 +6,7 @@ all violations are reported at once with their exact paths."""
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_serializer, model_validator
 from pydantic_core import PydanticCustomError
@@ -82,8 +82,8 @@ class Traffic(Model):
                                                    "Deployments not named get 0.",
                                        examples=[{"stable": 90, "canary": 10}])
     header_rules: list[HeaderRule] = Field(default_factory=list, description="Evaluated first, in order.")
-    mirror: Optional[Mirror] = Field(None, description="Copy a share of requests to a deployment.")
-    consistent_hash: Optional[ConsistentHash] = Field(None, description="Sticky routing within the chosen "
+    mirror: Mirror | None = Field(None, description="Copy a share of requests to a deployment.")
+    consistent_hash: ConsistentHash | None = Field(None, description="Sticky routing within the chosen "
                                                                         "deployment.")
     timeout_s: Timeout = Field(60.0, description="Per-request timeout at the gateway, in seconds.")
     retries: Retries = Field(1, description="Retries on another instance, only when a connection is refused.")
@@ -101,11 +101,11 @@ class Traffic(Model):
 class Image(Model):
     """Exactly one of preset, custom or url (镜像)."""
 
-    preset: Optional[Ref] = Field(None, description="A preset image of the catalogue (预置镜像).",
+    preset: Ref | None = Field(None, description="A preset image of the catalogue (预置镜像).",
                                   examples=["inferstack/echo"])
-    custom: Optional[str] = Field(None, description="An image from your registry (自定义镜像).",
+    custom: str | None = Field(None, description="An image from your registry (自定义镜像).",
                                   examples=["registry.example.com/team/llm:1.4"])
-    url: Optional[str] = Field(None, description="An image URL (镜像 URL).")
+    url: str | None = Field(None, description="An image URL (镜像 URL).")
 
     @property
     def reference(self) -> str:
@@ -115,9 +115,9 @@ class Image(Model):
 class ModelSource(Model):
     """The model served (模型): a registry reference with a version, or a path on a mount."""
 
-    registry: Optional[str] = Field(None, description="Model registry reference.", examples=["qwen2-7b"])
-    version: Optional[str] = Field(None, description="Version of the registry reference.", examples=["3"])
-    path: Optional[AbsPath] = Field(None, description="Path of the model on one of the deployment's mounts.")
+    registry: str | None = Field(None, description="Model registry reference.", examples=["qwen2-7b"])
+    version: str | None = Field(None, description="Version of the registry reference.", examples=["3"])
+    path: AbsPath | None = Field(None, description="Path of the model on one of the deployment's mounts.")
 
 
 class Mount(Model):
@@ -132,11 +132,11 @@ class EnvVar(Model):
     """An environment variable: a plain value or a secret (never shown in errors, logs, plans or rendered files)."""
 
     name: EnvName = Field(description="Variable name.")
-    value: Optional[str] = Field(None, description="Plain value.")
-    secret: Optional[SecretStr] = Field(None, description="Secret value.")
+    value: str | None = Field(None, description="Plain value.")
+    secret: SecretStr | None = Field(None, description="Secret value.")
 
     @field_serializer("secret", when_used="always")
-    def _dump_secret(self, secret: Optional[SecretStr], info: Any) -> Optional[str]:
+    def _dump_secret(self, secret: SecretStr | None, info: Any) -> str | None:
         if secret is None:
             return None
         if info.context and info.context.get("reveal_secrets"):
@@ -164,14 +164,14 @@ class RollingUpdate(Model):
 class Schedule(Model):
     """A window of the day with its own instance count or bounds (cron start/end in a time zone)."""
 
-    name: Optional[str] = Field(None, description="Label of the window.")
+    name: str | None = Field(None, description="Label of the window.")
     start: Cron = Field(description="Cron expression opening the window.", examples=["0 9 * * 1-5"])
     end: Cron = Field(description="Cron expression closing the window.", examples=["0 18 * * 1-5"])
     timezone: TimeZone = Field("UTC", description="IANA time zone of the cron expressions.",
                                examples=["Asia/Shanghai"])
-    replicas: Optional[Count] = Field(None, description="Instances during the window.")
-    min: Optional[Count] = Field(None, description="Lower bound during the window (with max).")
-    max: Optional[Count] = Field(None, description="Upper bound during the window (with min).")
+    replicas: Count | None = Field(None, description="Instances during the window.")
+    min: Count | None = Field(None, description="Lower bound during the window (with max).")
+    max: Count | None = Field(None, description="Upper bound during the window (with min).")
 
 
 class MetricRule(Model):
@@ -203,19 +203,19 @@ class Autoscaling(Model):
 
 class HttpAction(Model):
     path: str = Field("/healthz", description="Path requested with GET.")
-    port: Optional[Port] = Field(None, description="Port; defaults to the listen port.")
+    port: Port | None = Field(None, description="Port; defaults to the listen port.")
 
 
 class TcpAction(Model):
-    port: Optional[Port] = Field(None, description="Port; defaults to the listen port.")
+    port: Port | None = Field(None, description="Port; defaults to the listen port.")
 
 
 class Probe(Model):
     """A health check (健康检查): exactly one of http, tcp or command. Fractions of a second are allowed."""
 
-    http: Optional[HttpAction] = Field(None, description="HTTP GET; 2xx/3xx is success.")
-    tcp: Optional[TcpAction] = Field(None, description="TCP connect.")
-    command: Optional[list[str]] = Field(None, description="argv run in the instance; exit 0 is success.")
+    http: HttpAction | None = Field(None, description="HTTP GET; 2xx/3xx is success.")
+    tcp: TcpAction | None = Field(None, description="TCP connect.")
+    command: list[str] | None = Field(None, description="argv run in the instance; exit 0 is success.")
     initial_delay_s: Seconds = Field(0.0, description="Delay before the first probe.")
     period_s: PositiveSeconds = Field(10.0, description="Time between probes.")
     timeout_s: PositiveSeconds = Field(1.0, description="Time a probe may take.")
@@ -224,9 +224,9 @@ class Probe(Model):
 
 
 class Probes(Model):
-    startup: Optional[Probe] = Field(None, description="Holds the other probes until it succeeds.")
-    readiness: Optional[Probe] = Field(None, description="Only ready instances take traffic.")
-    liveness: Optional[Probe] = Field(None, description="Failing instances are restarted.")
+    startup: Probe | None = Field(None, description="Holds the other probes until it succeeds.")
+    readiness: Probe | None = Field(None, description="Only ready instances take traffic.")
+    liveness: Probe | None = Field(None, description="Failing instances are restarted.")
 
 
 class DeploymentPorts(Model):
@@ -243,9 +243,9 @@ class Role(Model):
     name: RoleName = Field(description="Role name.", examples=["prefill", "decode"])
     entry: bool = Field(False, description="The entry role takes the service's traffic (exactly one).")
     compute_spec: Ref = Field(description="Compute spec of the role's instances (offered by the queue).")
-    replicas: Optional[Count] = Field(None, description="Instance count; required unless autoscaling is set.")
-    autoscaling: Optional[Autoscaling] = Field(None, description="Autoscaling of the role.")
-    command: Optional[list[str]] = Field(None, description="argv entry command (入口命令), never run by a shell.")
+    replicas: Count | None = Field(None, description="Instance count; required unless autoscaling is set.")
+    autoscaling: Autoscaling | None = Field(None, description="Autoscaling of the role.")
+    command: list[str] | None = Field(None, description="argv entry command (入口命令), never run by a shell.")
     env: list[EnvVar] = Field(default_factory=list, description="Environment of the role (added to the deployment's).")
     probes: Probes = Field(default_factory=Probes, description="Health checks.")
     rolling_update: RollingUpdate = Field(description="Rolling update policy (required).")
@@ -262,22 +262,22 @@ class Deployment(Model):
     """One deployment (部署) of a service: its own image, queue, spec, network and policies."""
 
     name: Name = Field(description="Deployment name (names may repeat).", examples=["stable"])
-    key: Optional[Key] = Field(None, description="Identity, unique per service; defaults to the name when the name "
+    key: Key | None = Field(None, description="Identity, unique per service; defaults to the name when the name "
                                                  "is a valid key.")
     image: Image = Field(description="Image (镜像): exactly one of preset, custom or url.")
-    model: Optional[ModelSource] = Field(None, description="Model (模型).")
+    model: ModelSource | None = Field(None, description="Model (模型).")
     queue: Ref = Field(description="Queue (所属队列) in the service's resource group; fixes the zone.")
     mounts: list[Mount] = Field(default_factory=list, description="Shared file systems (data outlives instances).")
     inference_mode: InferenceMode = Field("standard", description="`standard` (one role, fields inline) or "
                                                                   "`multi_role` (多角色分离: `roles`).")
-    roles: Optional[list[Role]] = Field(None, description="Roles of a multi_role deployment (2+).")
-    compute_spec: Optional[Ref] = Field(None, description="Compute spec (standard mode).")
-    replicas: Optional[Count] = Field(None, description="Instances (standard mode); required unless autoscaling.")
-    autoscaling: Optional[Autoscaling] = Field(None, description="Autoscaling (standard mode).")
-    command: Optional[list[str]] = Field(None, description="argv entry command (standard mode).")
+    roles: list[Role] | None = Field(None, description="Roles of a multi_role deployment (2+).")
+    compute_spec: Ref | None = Field(None, description="Compute spec (standard mode).")
+    replicas: Count | None = Field(None, description="Instances (standard mode); required unless autoscaling.")
+    autoscaling: Autoscaling | None = Field(None, description="Autoscaling (standard mode).")
+    command: list[str] | None = Field(None, description="argv entry command (standard mode).")
     env: list[EnvVar] = Field(default_factory=list, description="Environment (all roles).")
-    probes: Optional[Probes] = Field(None, description="Health checks (standard mode).")
-    rolling_update: Optional[RollingUpdate] = Field(None, description="Rolling update policy (standard mode; "
+    probes: Probes | None = Field(None, description="Health checks (standard mode).")
+    rolling_update: RollingUpdate | None = Field(None, description="Rolling update policy (standard mode; "
                                                                       "required).")
     graceful_shutdown_s: GracePeriod = Field(30.0, description="Time a leaving instance has for its in-flight "
                                                                "requests (优雅关闭时间).")
@@ -289,11 +289,11 @@ class Deployment(Model):
                                               "time (使用闲时资源).")
     numa_affinity: bool = Field(False, description="Prefer NUMA-aligned placement (a preference, not a "
                                                    "requirement).")
-    accept_traffic: Optional[bool] = Field(None, description="Only with network_type clb and by_instance_count: "
+    accept_traffic: bool | None = Field(None, description="Only with network_type clb and by_instance_count: "
                                                              "off = no traffic from the load balancer (default on).")
 
     @model_validator(mode="after")
-    def _default_key(self) -> "Deployment":
+    def _default_key(self) -> Deployment:
         if self.key is None and KEY_RE.match(self.name):
             self.key = self.name
         return self
@@ -332,9 +332,9 @@ class Service(Model):
     """An inference service: several deployments behind one gateway."""
 
     name: Name = Field(description="Service name (服务名称), unique per resource group.", examples=["chat"])
-    key: Optional[Key] = Field(None, description="Identity used in URLs, Pulumi and Kubernetes names; never changes. "
+    key: Key | None = Field(None, description="Identity used in URLs, Pulumi and Kubernetes names; never changes. "
                                                  "Defaults to the name when the name is a valid key.")
-    description: Optional[Description] = Field(None, description="Service description (服务描述).")
+    description: Description | None = Field(None, description="Service description (服务描述).")
     resource_group: Ref = Field(description="Resource group (资源组) of every deployment's queue.")
     vpc: Ref = Field(description="VPC of the service.")
     network_type: NetworkType = Field("public_gateway", description="public_gateway (default), private_gateway or "
@@ -390,7 +390,7 @@ class Service(Model):
         return data
 
     @model_validator(mode="after")
-    def _defaults(self) -> "Service":
+    def _defaults(self) -> Service:
         if self.key is None and KEY_RE.match(self.name):
             self.key = self.name
         # One deployment and no weights at all: it takes all the traffic (the single-deployment case).
@@ -399,7 +399,7 @@ class Service(Model):
             t.weights = {self.deployments[0].key: 100.0}
         return self
 
-    def deployment(self, key: str) -> Optional[Deployment]:
+    def deployment(self, key: str) -> Deployment | None:
         return next((d for d in self.deployments if d.key == key), None)
 
     def deployment_keys(self) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field
@@ -19,7 +19,7 @@ from .validate import inventory_findings, parse, service_findings
 
 class GatewayRef(Model):
     name: Ref = Field("inferstack", description="Gateway API Gateway the HTTPRoutes attach to.")
-    namespace: Optional[Ref] = Field(None, description="Namespace of that Gateway (default: the stack's).")
+    namespace: Ref | None = Field(None, description="Namespace of that Gateway (default: the stack's).")
 
 
 class KubernetesOptions(Model):
@@ -27,7 +27,7 @@ class KubernetesOptions(Model):
 
     namespace: Ref = Field("default", description="Namespace of the rendered objects.")
     gateway: GatewayRef = Field(default_factory=GatewayRef, description="Parent Gateway of the HTTPRoutes.")
-    storage_class: Optional[Ref] = Field(None, description="Unused unless claims are rendered.")
+    storage_class: Ref | None = Field(None, description="Unused unless claims are rendered.")
     cluster_bootstrap: bool = Field(False, description="Also render cluster-wide objects (PriorityClasses).")
 
 
@@ -37,7 +37,7 @@ class StackFile(Model):
     target: Literal["local", "kubernetes"] = Field("local", description="Where the stack converges.")
     inventory: Inventory = Field(default_factory=Inventory, description="Inventory objects the stack declares.")
     services: list[Service] = Field(default_factory=list, description="Inference services.")
-    kubernetes: Optional[KubernetesOptions] = Field(None, description="Options of the kubernetes target.")
+    kubernetes: KubernetesOptions | None = Field(None, description="Options of the kubernetes target.")
 
 
 class StackFileError(Exception):
@@ -72,15 +72,15 @@ class LoadedStack:
     """A parsed stack file: the model (None when it has field errors) and every finding."""
 
     source: str
-    stack: Optional[StackFile]
+    stack: StackFile | None
     report: Report
     data: Any
 
 
-def load_text(text: str, source: str = "<string>", base_inventory: Optional[Inventory] = None) -> LoadedStack:
+def load_text(text: str, source: str = "<string>", base_inventory: Inventory | None = None) -> LoadedStack:
     """Parse YAML text into a stack and validate it; findings carry line numbers where they can."""
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_Loader)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -93,7 +93,7 @@ def load_text(text: str, source: str = "<string>", base_inventory: Optional[Inve
     return loaded
 
 
-def load_file(path: str | Path, base_inventory: Optional[Inventory] = None) -> LoadedStack:
+def load_file(path: str | Path, base_inventory: Inventory | None = None) -> LoadedStack:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -104,7 +104,7 @@ def load_file(path: str | Path, base_inventory: Optional[Inventory] = None) -> L
     return load_text(text, str(p), base_inventory)
 
 
-def validate_stack(data: Any, source: str = "<data>", base_inventory: Optional[Inventory] = None) -> LoadedStack:
+def validate_stack(data: Any, source: str = "<data>", base_inventory: Inventory | None = None) -> LoadedStack:
     """Validate stack data (a dict of the stack file's shape). All findings at once.
 
     `base_inventory`: objects the target already has (e.g. the platform's default inventory); the file's own
@@ -146,14 +146,14 @@ def validate_stack(data: Any, source: str = "<data>", base_inventory: Optional[I
     return LoadedStack(source, None, report, data)
 
 
-def _with_line(finding: Finding, root: Optional[yaml.Node]) -> Finding:
+def _with_line(finding: Finding, root: yaml.Node | None) -> Finding:
     line = locate(root, finding.path)
     if line is None:
         return finding
     return Finding(finding.rule, finding.path, finding.value, finding.message, finding.severity, line)
 
 
-def locate(root: Optional[yaml.Node], path: str) -> Optional[int]:
+def locate(root: yaml.Node | None, path: str) -> int | None:
     """1-based line of `path` (`services[0].deployments[1].env`) in a composed YAML tree; nearest known parent."""
     node, line = root, (root.start_mark.line + 1 if root is not None else None)
     for part in _split(path):

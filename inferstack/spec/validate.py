@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -410,29 +411,35 @@ def _probe(kind: str, probe: Probe, path: str) -> Iterator[Finding]:
                        f"a {kind} probe's success_threshold must be 1")
 
 
-def capacity_findings(services: Sequence[Service], paths: Sequence[str], inv: Inventory) -> list[Finding]:
-    """Admission (domain.md, Capacity): per prepaid queue and spec, replicas (or autoscaling min) + max surge fit."""
+def prepaid_needs(services: Sequence[Service], inv: Inventory) -> dict[tuple[str, str], dict[int, int]]:
+    """Per (prepaid queue, compute spec): instances needed by each service (by its index in `services`) —
+    replicas or autoscaling min, plus max surge (domain.md, Capacity). Idle-resource deployments hold none."""
     queues = inv.index("queues")
-    needed: dict[tuple[str, str], int] = defaultdict(int)
-    first_path: dict[tuple[str, str], str] = {}
-    for svc, base in zip(services, paths):
-        for i, dep in enumerate(svc.deployments):
+    needs: dict[tuple[str, str], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for index, svc in enumerate(services):
+        for dep in svc.deployments:
             queue = queues.get(dep.queue)
             if queue is None or queue.billing != "prepaid" or dep.use_idle:
                 continue
             for role in dep.effective_roles():
                 if role.compute_spec is None or role.rolling_update is None:
                     continue
-                replicas = role.starting_replicas
-                _, surge = role.rolling_update.bounds(replicas)
-                slot = (dep.queue, role.compute_spec)
-                needed[slot] += replicas + surge
-                first_path.setdefault(slot, f"{base}.deployments[{i}].queue")
+                _, surge = role.rolling_update.bounds(role.starting_replicas)
+                needs[(dep.queue, role.compute_spec)][index] += role.starting_replicas + surge
+    return needs
+
+
+def capacity_findings(services: Sequence[Service], paths: Sequence[str], inv: Inventory) -> list[Finding]:
+    """Admission (domain.md, Capacity): per prepaid queue and spec, replicas (or autoscaling min) + max surge fit."""
+    queues = inv.index("queues")
     out = []
-    for (qname, spec), need in needed.items():
+    for (qname, spec), by_service in prepaid_needs(services, inv).items():
+        need = sum(by_service.values())
         free = queues[qname].capacity.get(spec)
         if free is not None and need > free:
-            out.append(_finding("capacity.prepaid_fits", first_path[(qname, spec)], qname,
+            first = min(by_service)
+            index = next(i for i, d in enumerate(services[first].deployments) if d.queue == qname)
+            out.append(_finding("capacity.prepaid_fits", f"{paths[first]}.deployments[{index}].queue", qname,
                                 f"prepaid queue '{qname}' holds {free} instance(s) of '{spec}' but {need} are needed "
                                 f"(replicas or autoscaling min, plus max surge, over all its deployments)"))
     return out

@@ -4,7 +4,8 @@ at the boundary. A rule added to RULES without a case fails `test_every_rule_has
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
