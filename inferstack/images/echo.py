@@ -1,0 +1,389 @@
+"""The ``inferstack/echo`` preset image: a deterministic toy model server on stdlib asyncio.
+
+Run as ``python -m inferstack.images.echo [--port N] [--host H]`` (env ``PORT`` / ``HOST`` otherwise).
+Imports stay minimal on purpose: start-up (spawn → first 200 from ``/healthz``) is budgeted at 200 ms.
+
+Endpoints: ``GET /healthz`` (readiness: 503 while warming up or draining), ``GET /livez``, ``POST /v1/predict``,
+``POST /v1/completions`` (OpenAI-style, ``stream: true`` → server-sent events, one per token), ``POST /v1/prefill``.
+Every answer names service, deployment, role, instance and version (JSON fields and ``X-Echo-*`` headers).
+
+Knobs (env): ``ECHO_LATENCY_MS``, ``ECHO_STARTUP_DELAY_S`` (sleep before listening), ``ECHO_WARMUP_S`` (listen at once
+but answer 503 on /healthz for that long), ``ECHO_FAILURE_RATE`` (0–1, a deterministic sequence of 500s),
+``ECHO_TOKEN_DELAY_MS``, ``ECHO_FAIL_LIVENESS_AFTER_S``, ``ECHO_EXIT_AT_START=1`` (a broken image: exits 1 at once).
+
+Multi-role: a non-prefill instance with prefill endpoints (env ``INFERSTACK_ROLE_PREFILL_ENDPOINTS``, kept current
+through the JSON file named by ``INFERSTACK_ROLE_ENDPOINTS_FILE``) calls ``/v1/prefill`` round-robin before completing.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from hashlib import sha256
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+            502: "Bad Gateway", 503: "Service Unavailable"}
+_MAX_BODY = 16 * 1024 * 1024
+
+
+def _log(event: str) -> None:
+    # Lifecycle events only; never an env value (the env may hold secrets).
+    print(f"echo[{os.getpid()}] {event}", file=sys.stderr, flush=True)
+
+
+def _float_env(env: dict, name: str, default: float = 0.0) -> float:
+    raw = env.get(name, "")
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        _log(f"ignoring {name}: not a number")
+        return default
+
+
+def _parse_args(argv: list[str], env: dict) -> tuple[str, int]:
+    host, port = env.get("HOST", "127.0.0.1"), env.get("PORT", "8080")
+    args = iter(argv)
+    for arg in args:
+        name, _, value = arg.partition("=")
+        if name in ("--port", "--host"):
+            value = value or next(args, "")
+            if name == "--port":
+                port = value
+            else:
+                host = value
+    return host, int(port)
+
+
+def reverse_upper(text: str) -> str:
+    """The toy model: the text reversed and upper-cased."""
+    return text[::-1].upper()
+
+
+def completion_tokens(prompt: str, max_tokens: int) -> list[str]:
+    """The toy language model: the prompt's words, last first, upper-cased, repeated up to ``max_tokens``."""
+    words = [w.upper() for w in reversed(prompt.split())] or ["ECHO"]
+    return [(" " if i else "") + words[i % len(words)] for i in range(max(0, max_tokens))]
+
+
+class FailureSequence:
+    """Deterministic failures: over any n requests, floor(n × rate) of them fail, evenly spread."""
+
+    def __init__(self, rate: float) -> None:
+        self._ppm = round(min(max(rate, 0.0), 1.0) * 1_000_000)  # integer arithmetic: exact, no float drift
+        self._n = 0
+
+    def next_fails(self) -> bool:
+        n, self._n = self._n, self._n + 1
+        return (n + 1) * self._ppm // 1_000_000 > n * self._ppm // 1_000_000
+
+
+class PrefillEndpoints:
+    """The prefill role's endpoints: from env at start, then from the endpoints file whenever it changes."""
+
+    def __init__(self, initial: str, path: str) -> None:
+        self._endpoints = [e.strip() for e in initial.split(",") if e.strip()]
+        self._path = path
+        self._stamp: tuple[int, int] | None = None
+        self._next = 0
+
+    def _refresh(self) -> None:
+        if not self._path:
+            return
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
+        try:
+            with open(self._path, "rb") as f:
+                data = json.loads(f.read())
+            endpoints = [str(e) for e in data.get("prefill", [])]
+        except (OSError, ValueError, AttributeError, TypeError):
+            return  # a half-written file: keep the previous list and look again next time
+        self._stamp = stamp
+        self._endpoints = endpoints
+
+    def rotation(self) -> list[str]:
+        """All current endpoints, starting at the next one in round-robin order."""
+        self._refresh()
+        if not self._endpoints:
+            return []
+        start = self._next % len(self._endpoints)
+        self._next += 1
+        return self._endpoints[start:] + self._endpoints[:start]
+
+
+async def _post_json(endpoint: str, path: str, payload: dict, timeout: float) -> dict:
+    host, _, port = endpoint.rpartition(":")
+    body = json.dumps(payload).encode()
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
+        try:
+            writer.write(f"POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+            raw = await reader.read()
+        finally:
+            writer.close()
+    head, _, content = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    if status != 200:
+        raise ConnectionError(f"{endpoint} answered {status}")
+    return json.loads(content)
+
+
+class EchoServer:
+    """One echo instance: HTTP/1.1 keep-alive over asyncio streams, with graceful draining."""
+
+    def __init__(self, env: dict) -> None:
+        self.identity = {
+            "service": env.get("INFERSTACK_SERVICE", ""),
+            "deployment": env.get("INFERSTACK_DEPLOYMENT", ""),
+            "role": env.get("INFERSTACK_ROLE", ""),
+            "instance": env.get("INFERSTACK_INSTANCE", ""),
+            "version": env.get("INFERSTACK_VERSION") or env.get("INFERSTACK_REVISION") or "v1",
+        }
+        self._identity_headers = "".join(f"X-Echo-{k.capitalize()}: {v}\r\n" for k, v in self.identity.items())
+        self.latency_s = _float_env(env, "ECHO_LATENCY_MS") / 1000
+        self.token_delay_s = _float_env(env, "ECHO_TOKEN_DELAY_MS", 10.0) / 1000
+        self.warmup_s = _float_env(env, "ECHO_WARMUP_S")
+        self.fail_liveness_after_s = _float_env(env, "ECHO_FAIL_LIVENESS_AFTER_S", -1.0)
+        self.failures = FailureSequence(_float_env(env, "ECHO_FAILURE_RATE"))
+        self.prefill = PrefillEndpoints(env.get("INFERSTACK_ROLE_PREFILL_ENDPOINTS", ""),
+                                        env.get("INFERSTACK_ROLE_ENDPOINTS_FILE", ""))
+        self.started = time.monotonic()
+        self.draining = False
+        self.in_flight = 0
+        self._quiet = asyncio.Event()  # set whenever nothing is in flight
+        self._quiet.set()
+        self._idle: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task] = set()
+        self._served = 0
+
+    # ---- connection handling -------------------------------------------------------------------------------------
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._handlers.add(task)
+        try:
+            while True:
+                self._idle.add(writer)
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return
+                finally:
+                    self._idle.discard(writer)
+                self.in_flight += 1
+                self._quiet.clear()
+                try:
+                    keep_alive = await self._serve_one(head, reader, writer)
+                except ConnectionError:
+                    return
+                finally:
+                    self.in_flight -= 1
+                    if not self.in_flight:
+                        self._quiet.set()
+                if not keep_alive:
+                    return
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+
+    async def _serve_one(self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        try:
+            request_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
+            method, target, version = request_line.split(" ", 2)
+            headers = {}
+            for line in header_lines:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = await self._read_body(headers, reader)
+        except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            await self._send_json(writer, 400, {"error": "malformed request"}, keep_alive=False)
+            return False
+        keep_alive = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
+        path = target.split("?", 1)[0]
+        keep_alive = await self._route(method, path, body, writer, keep_alive)
+        return keep_alive and not self.draining
+
+    async def _read_body(self, headers: dict, reader: asyncio.StreamReader) -> bytes:
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                if size == 0:
+                    await reader.readuntil(b"\r\n")
+                    return b"".join(chunks)
+                chunks.append(await reader.readexactly(size + 2))
+                chunks[-1] = chunks[-1][:-2]
+        length = int(headers.get("content-length", "0") or 0)
+        if length < 0 or length > _MAX_BODY:
+            raise ValueError("bad content-length")
+        return await reader.readexactly(length) if length else b""
+
+    # ---- responses -----------------------------------------------------------------------------------------------
+
+    def _head(self, status: int, content_type: str, keep_alive: bool, framing: str) -> bytes:
+        connection = "keep-alive" if keep_alive and not self.draining else "close"
+        return (f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\nContent-Type: {content_type}\r\n{framing}\r\n"
+                f"Connection: {connection}\r\n{self._identity_headers}\r\n").encode()
+
+    async def _send_json(self, writer: asyncio.StreamWriter, status: int, payload: dict, keep_alive: bool) -> bool:
+        body = json.dumps({**payload, **self.identity}).encode()
+        writer.write(self._head(status, "application/json", keep_alive, f"Content-Length: {len(body)}") + body)
+        await writer.drain()
+        return keep_alive
+
+    async def _route(self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
+        if path == "/healthz":
+            if self.draining:
+                return await self._send_json(writer, 503, {"status": "draining"}, keep_alive)
+            if time.monotonic() - self.started < self.warmup_s:
+                return await self._send_json(writer, 503, {"status": "starting"}, keep_alive)
+            return await self._send_json(writer, 200, {"status": "ready"}, keep_alive)
+        if path == "/livez":
+            alive_for = time.monotonic() - self.started
+            if 0 <= self.fail_liveness_after_s <= alive_for:
+                return await self._send_json(writer, 500, {"status": "unhealthy"}, keep_alive)
+            return await self._send_json(writer, 200, {"status": "alive"}, keep_alive)
+        handler = {"/v1/predict": self._predict, "/v1/completions": self._completions,
+                   "/v1/prefill": self._prefill}.get(path)
+        if handler is None:
+            return await self._send_json(writer, 404, {"error": f"no route {path}"}, keep_alive)
+        if method != "POST":
+            return await self._send_json(writer, 405, {"error": "use POST"}, keep_alive)
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            return await self._send_json(writer, 400, {"error": "body must be a JSON object"}, keep_alive)
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if handler is not self._prefill and self.failures.next_fails():
+            return await self._send_json(writer, 500, {"error": "injected failure (ECHO_FAILURE_RATE)"}, keep_alive)
+        self._served += 1
+        return await handler(request, writer, keep_alive)
+
+    async def _predict(self, request: dict, writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
+        value = request.get("input")
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+        digest = sha256(f"{self.identity['version']}\0{text}".encode()).hexdigest()[:16]
+        return await self._send_json(writer, 200, {"output": reverse_upper(text), "digest": digest}, keep_alive)
+
+    async def _prefill(self, request: dict, writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
+        prompt = str(request.get("prompt", ""))
+        result = {"prompt_tokens": len(prompt.split()), "kv_digest": sha256(prompt.encode()).hexdigest()[:16]}
+        return await self._send_json(writer, 200, result, keep_alive)
+
+    async def _call_prefill(self, prompt: str) -> dict | None:
+        """Ask a prefill instance first, when this is a decode-side instance of a multi-role deployment."""
+        if self.identity["role"] == "prefill":
+            return None
+        endpoints = self.prefill.rotation()
+        if not endpoints:
+            return None
+        errors = []
+        for endpoint in endpoints:
+            try:
+                return await _post_json(endpoint, "/v1/prefill", {"prompt": prompt}, timeout=5.0)
+            except (OSError, ValueError, IndexError, TimeoutError) as exc:
+                errors.append(f"{endpoint}: {exc or type(exc).__name__}")
+        raise ConnectionError("no prefill endpoint answered (" + "; ".join(errors) + ")")
+
+    async def _completions(self, request: dict, writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
+        prompt = request.get("prompt", "")
+        prompt = " ".join(map(str, prompt)) if isinstance(prompt, list) else str(prompt)
+        try:
+            max_tokens = int(request.get("max_tokens", 16))
+        except (TypeError, ValueError):
+            return await self._send_json(writer, 400, {"error": "max_tokens must be an integer"}, keep_alive)
+        try:
+            prefill = await self._call_prefill(prompt)
+        except ConnectionError as exc:
+            return await self._send_json(writer, 502, {"error": str(exc)}, keep_alive)
+        tokens = completion_tokens(prompt, max_tokens)
+        completion_id = "cmpl-" + sha256(f"{self.identity['instance']}\0{self._served}".encode()).hexdigest()[:12]
+        extra = {"prefill": prefill} if prefill is not None else {}
+        if not request.get("stream"):
+            payload = {"id": completion_id, "object": "text_completion", "model": self.identity["version"],
+                       "choices": [{"index": 0, "text": "".join(tokens), "finish_reason": "length"}],
+                       "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(tokens)}, **extra}
+            return await self._send_json(writer, 200, payload, keep_alive)
+        writer.write(self._head(200, "text/event-stream", keep_alive, "Transfer-Encoding: chunked\r\nCache-Control: no-cache"))
+        for i, token in enumerate(tokens):
+            if i:
+                await asyncio.sleep(self.token_delay_s)
+            event = {"id": completion_id, "object": "text_completion", "model": self.identity["version"],
+                     "choices": [{"index": 0, "text": token, "finish_reason": "length" if i == len(tokens) - 1 else None}],
+                     **self.identity, **(extra if i == 0 else {})}
+            _write_chunk(writer, b"data: " + json.dumps(event).encode() + b"\n\n")
+            await writer.drain()
+        _write_chunk(writer, b"data: [DONE]\n\n")
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return keep_alive
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------------
+
+    async def drain(self, server: asyncio.Server) -> None:
+        """Stop accepting and fail readiness; let in-flight requests (streams too) finish, then close the rest.
+
+        Until nothing is in flight, a request on an open keep-alive connection is still answered (with
+        ``Connection: close``; /healthz says 503), so a caller racing the shutdown gets an answer, not a reset.
+        """
+        self.draining = True
+        server.close()
+        _log(f"draining: stopped accepting, {self.in_flight} request(s) in flight")
+        while self.in_flight:
+            await self._quiet.wait()
+        for writer in list(self._idle):
+            writer.close()
+        while self._handlers:
+            await asyncio.wait(set(self._handlers))
+
+
+def _write_chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+
+async def serve(host: str, port: int, env: dict) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    delay = _float_env(env, "ECHO_STARTUP_DELAY_S")
+    if delay > 0:
+        _log(f"starting: waiting {delay}s before listening")
+        try:
+            async with asyncio.timeout(delay):
+                await stop.wait()
+            _log("stopped before listening, exiting 0")
+            return 0
+        except TimeoutError:
+            pass
+    echo = EchoServer(env)
+    server = await asyncio.start_server(echo.handle, host, port, reuse_address=True)
+    _log(f"listening on {host}:{port}")
+    await stop.wait()
+    await echo.drain(server)
+    _log("drained, exiting 0")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    env = dict(os.environ)
+    if env.get("ECHO_EXIT_AT_START") == "1":
+        _log("ECHO_EXIT_AT_START=1: exiting 1 (a broken image, on purpose)")
+        return 1
+    host, port = _parse_args(sys.argv[1:] if argv is None else argv, env)
+    return asyncio.run(serve(host, port, env))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
