@@ -1,0 +1,76 @@
+"""Cost per hour of services and deployments, before and after a change.
+
+A role on a prepaid queue pays for the capacity it holds — what admission reserves: its replicas (or autoscaling
+starting count) plus its max surge — at the spec's prepaid price. A role on a pay-as-you-go queue pays for the
+instances it runs, at the postpaid price: the live count when known (an autoscaled count stays where the autoscaler
+has it, within the new bounds), else the count the spec starts it with. *decided:* a deployment using idle resources
+holds nothing of its own and pays for its running instances at the postpaid price."""
+
+from __future__ import annotations
+
+from inferstack.spec import Deployment, Inventory, Role, Service, StackFile
+
+from .model import Cost, CostLine, PlanContext, sum_or_none
+from .normalise import key_of_deployment, key_of_service
+
+
+class PriceBook:
+    """Queues and compute specs by name, from the stack's inventory over the context's."""
+
+    def __init__(self, stack: StackFile, context: PlanContext) -> None:
+        inventory: Inventory = context.inventory.merged(stack.inventory) if context.inventory else stack.inventory
+        self.queues = inventory.index("queues")
+        self.specs = inventory.index("compute_specs")
+
+    def deployment(self, dep: Deployment | None, service: str, context: PlanContext, after: bool) -> float | None:
+        """Cost per hour of `dep` (0 when absent, None when its queue or a compute spec is unknown)."""
+        if dep is None:
+            return 0.0
+        queue = self.queues.get(dep.queue)
+        if queue is None:
+            return None
+        total = 0.0
+        for role in dep.effective_roles():
+            spec = self.specs.get(role.compute_spec)
+            if spec is None:
+                return None
+            if queue.billing == "prepaid" and not dep.use_idle:
+                count = role.starting_replicas
+                total += (count + role.rolling_update.bounds(count)[1]) * spec.price_per_hour.prepaid
+            else:
+                live = context.current_replicas.get((service, key_of_deployment(dep), role.name))
+                total += _running(role, live, after) * spec.price_per_hour.postpaid
+        return round(total, 6)
+
+
+def _running(role: Role, live: int | None, after: bool) -> int:
+    if role.autoscaling is not None:
+        if live is None:
+            return role.starting_replicas
+        return max(role.autoscaling.floor, min(live, role.autoscaling.ceiling))
+    if after or live is None:
+        return role.replicas or 1
+    return live
+
+
+def plan_cost(old: StackFile, new: StackFile, context: PlanContext) -> Cost:
+    """A line per deployment and per service of either side, services in the new stack's order, deleted ones last."""
+    before, after = PriceBook(old, context), PriceBook(new, context)
+    old_services = {key_of_service(s): s for s in old.services}
+    new_services = {key_of_service(s): s for s in new.services}
+    cost = Cost()
+    for key in [*new_services, *(k for k in old_services if k not in new_services)]:
+        cost.lines.extend(_service_lines(key, old_services.get(key), new_services.get(key), before, after, context))
+    return cost
+
+
+def _service_lines(key: str, old: Service | None, new: Service | None, before: PriceBook, after: PriceBook,
+                   context: PlanContext) -> list[CostLine]:
+    old_deps = {key_of_deployment(d): d for d in old.deployments} if old else {}
+    new_deps = {key_of_deployment(d): d for d in new.deployments} if new else {}
+    lines = [CostLine(key, dkey, before.deployment(old_deps.get(dkey), key, context, after=False),
+                      after.deployment(new_deps.get(dkey), key, context, after=True))
+             for dkey in [*new_deps, *(k for k in old_deps if k not in new_deps)]]
+    total = CostLine(key, None, sum_or_none(ln.before for ln in lines), sum_or_none(ln.after for ln in lines))
+    return [total, *lines]
+

@@ -1,0 +1,101 @@
+"""A plan as plain text (the CLI) and as JSON-able data (the API). Secrets are already masked in the plan."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from inferstack.spec import STANDARD_ROLE
+
+if TYPE_CHECKING:
+    from .model import Change, CostLine, Plan
+
+SYMBOLS = {"create": "+", "update": "~", "replace": "±", "delete": "-"}
+MAX_VALUE = 100
+
+
+def plan_dict(plan: Plan) -> dict[str, Any]:
+    return {
+        "empty": plan.empty,
+        "summary": {**plan.counts(), "redeploys": len(plan.redeploys)},
+        "changes": [c.to_dict() for c in plan.changes],
+        "warnings": list(plan.warnings),
+        "cost": plan.cost.to_dict(),
+    }
+
+
+def plan_text(plan: Plan) -> str:
+    lines: list[str] = []
+    if plan.empty:
+        lines.append("No changes.")
+    else:
+        counts = plan.counts()
+        lines.append(f"Plan: {counts['create']} to create, {counts['update']} to update, {counts['replace']} to "
+                     f"replace, {counts['delete']} to delete; {len(plan.redeploys)} role(s) redeploy.")
+        lines.append("")
+        for change in plan.changes:
+            lines.extend(_change_lines(change))
+    lines.extend(_cost_lines(plan))
+    if plan.warnings:
+        lines.append("")
+        lines.append("Warnings:")
+        lines.extend(f"  ! {w}" for w in plan.warnings)
+    return "\n".join(lines) + "\n"
+
+
+def _change_lines(change: Change) -> list[str]:
+    head = f"{SYMBOLS[change.action]} {change.action:<8} {change.kind:<10} {change.id}"
+    if change.replace_paths:
+        head += f"  (replaced: {', '.join(change.replace_paths)} cannot change in place)"
+    out = [head]
+    if change.kind == "deployment" and change.action == "create" and change.new:
+        out.append(f"      {_deployment_summary(change.new)}")
+    out.extend(f"      {p.path}: {_value(p.old)} → {_value(p.new)}" for p in change.properties)
+    for r in change.redeploy:
+        out.append(f"      redeploys role {r.role} ({', '.join(r.reasons)}): {r.replicas} instance(s), up to {r.dip} "
+                   f"unavailable and {r.surge} extra at once")
+    if change.action in ("update", "replace") and not change.redeploy and change.kind == "deployment":
+        out.append("      no redeploy: running instances are kept")
+    return out
+
+
+def _deployment_summary(data: dict[str, Any]) -> str:
+    """`on q-prepaid-a: main cpu-small × 2` from a deployment's public data."""
+    roles = data.get("roles") or [{**data, "name": STANDARD_ROLE}]
+    parts = [f"{r['name']} {r.get('compute_spec')} × {r.get('replicas', 'autoscaled')}" for r in roles]
+    return f"on {data.get('queue')}: {', '.join(parts)}"
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 3] + "..."
+
+
+def _cost_lines(plan: Plan) -> list[str]:
+    cost = plan.cost
+    if not cost.lines:
+        return []
+    if cost.delta is None:
+        out = ["", "Cost per hour: unknown (some queues or compute specs are not in the inventory given)"]
+    else:
+        out = ["", f"Cost per hour: {_span(cost)}"]
+    for line in cost.lines:
+        if line.deployment is None:
+            out.append(f"  {line.service:<24} {_span(line)}")
+        elif line.before != line.after:
+            out.append(f"    {line.deployment:<22} {_span(line)}")
+    return out
+
+
+def _span(line: CostLine) -> str:
+    return f"{_money(line.before)} → {_money(line.after)} ({_delta(line.delta)})"
+
+
+def _money(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.2f}"
+
+
+def _delta(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:+.2f}"
