@@ -1,0 +1,284 @@
+"""The platform process: data dir, token, `platform.json`, serving on uvicorn, detaching, stopping.
+
+Data dir: `--data-dir`, else env `INFERSTACK_DATA_DIR`, else `~/.inferstack`. It holds `platform.db` (the store),
+`token` (the API's bearer token, mode 0600, created once), `platform.json` (`url`, `pid`, `start_time` of the
+running server; removed when it stops), `lock` (held while a server runs: one server per data dir) and
+`platform.log` (a detached server's output).
+
+Run as `python -m inferstack.platform.server [serve|stop] ...` (what `--detach` and the tests start: it imports less
+than the CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+DATA_DIR_ENV = "INFERSTACK_DATA_DIR"
+TOKEN_FILE = "token"
+INFO_FILE = "platform.json"
+LOCK_FILE = "lock"
+LOG_FILE = "platform.log"
+
+log = logging.getLogger("inferstack.platform")
+
+
+class PlatformProcessError(RuntimeError):
+    """The platform process cannot be started or stopped as asked."""
+
+
+def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
+    """`data_dir`, else `$INFERSTACK_DATA_DIR`, else `~/.inferstack`."""
+    chosen = data_dir or os.environ.get(DATA_DIR_ENV) or Path.home() / ".inferstack"
+    return Path(chosen).expanduser().absolute()
+
+
+def read_token(data_dir: Path) -> str | None:
+    try:
+        return (data_dir / TOKEN_FILE).read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def ensure_token(data_dir: Path) -> str:
+    """The data dir's token, generated on first start with mode 0600 (never rewritten afterwards)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = read_token(data_dir)
+        if token is None:
+            raise PlatformProcessError(f"{path} is empty: delete it to have a new token generated") from None
+        return token
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    return token
+
+
+def process_start_time(pid: int) -> int | None:
+    """The process' start time in clock ticks since boot (/proc), to tell it from a later process with its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] == "Z":  # exited, not reaped yet
+        return None
+    return int(fields[19])
+
+
+def read_info(data_dir: Path) -> dict[str, Any] | None:
+    """The running server's `platform.json`, or None when there is none or its process is gone."""
+    try:
+        info = json.loads((data_dir / INFO_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pid, started = info.get("pid"), info.get("start_time")
+    if not isinstance(pid, int) or process_start_time(pid) is None:
+        return None
+    if started is not None and process_start_time(pid) != started:
+        return None
+    return info
+
+
+def _write_info(data_dir: Path, info: dict[str, Any]) -> None:
+    tmp = data_dir / f".{INFO_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, data_dir / INFO_FILE)
+
+
+def _remove_info(data_dir: Path) -> None:
+    path = data_dir / INFO_FILE
+    try:
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _lock(data_dir: Path) -> int:
+    """Hold the data dir's lock for this process' life (the kernel drops it when the process dies)."""
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        info = read_info(data_dir)
+        where = f" (pid {info['pid']}, {info['url']})" if info else ""
+        raise PlatformProcessError(f"a platform already runs on {data_dir}{where}; stop it with "
+                                   f"`inferstack platform stop`") from None
+    return fd
+
+
+def serve(data_dir: str | Path | None = None, host: str = "127.0.0.1", port: int = 0, *,
+          configure: Callable[[Any], None] | None = None,
+          on_ready: Callable[[dict[str, Any]], None] | None = None, runtime: bool | None = None) -> None:
+    """Run the platform in the foreground until SIGTERM / SIGINT. Port 0 picks a free port (`platform.json` says
+    which). `configure(platform)` may subscribe controllers before serving; `on_ready(info)` runs once it serves."""
+    import uvicorn
+
+    from .api import Platform, create_app
+    from .store import Store
+
+    root = resolve_data_dir(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    lock_fd = _lock(root)
+    token = ensure_token(root)
+    store = Store.open(root)
+    platform = Platform(store)
+    from .embedded import attach, runtime_enabled
+
+    if runtime_enabled(runtime):
+        attach(platform, root)
+    if configure is not None:
+        configure(platform)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise PlatformProcessError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(128)
+    sock.set_inheritable(False)
+    bound = sock.getsockname()[1]
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{bound}"
+    config = uvicorn.Config(create_app(platform, token), log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.005)
+        if server.started:
+            info = {"url": url, "pid": os.getpid(), "start_time": process_start_time(os.getpid()),
+                    "data_dir": str(root), "new_data_dir": store.created}
+            _write_info(root, info)
+            if on_ready is not None:
+                on_ready(info)
+        await task
+
+    # uvicorn handles SIGTERM / SIGINT while serving and raises them again once it has shut down; these handlers
+    # take that second delivery, so that the cleanup below runs instead of the default action.
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(main())
+    finally:
+        _remove_info(root)
+        store.close()
+        sock.close()
+        os.close(lock_fd)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    log.info("platform stopped by signal %d", signum)
+
+
+def start_detached(data_dir: str | Path | None = None, host: str = "127.0.0.1", port: int = 0,
+                   timeout: float = 20.0, runtime: bool | None = None) -> dict[str, Any]:
+    """Start the server as a daemon (own session, output in `platform.log`); return its info once it is healthy."""
+    root = resolve_data_dir(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    running = read_info(root)
+    if running is not None:
+        raise PlatformProcessError(f"a platform already runs on {root} (pid {running['pid']}, {running['url']})")
+    log_path = root / LOG_FILE
+    with open(log_path, "ab") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "inferstack.platform.server", "serve", "--data-dir", str(root), "--host", host,
+             "--port", str(port), *([] if runtime is None else ["--runtime" if runtime else "--no-runtime"])],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise PlatformProcessError(f"the platform exited with code {child.returncode} on start:\n"
+                                       f"{_tail(log_path)}")
+        info = read_info(root)
+        if info is not None and info.get("pid") == child.pid and _healthy(info["url"]):
+            return info
+        time.sleep(0.02)
+    child.terminate()
+    raise PlatformProcessError(f"the platform did not become healthy within {timeout:g}s:\n{_tail(log_path)}")
+
+
+def stop(data_dir: str | Path | None = None, timeout: float = 20.0) -> dict[str, Any] | None:
+    """SIGTERM the data dir's server and wait until it has exited (SIGKILL after `timeout`). None: none was running."""
+    root = resolve_data_dir(data_dir)
+    info = read_info(root)
+    if info is None:
+        return None
+    pid, started = info["pid"], info.get("start_time")
+
+    def alive() -> bool:
+        now = process_start_time(pid)
+        return now is not None and (started is None or now == started)
+
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive():
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+        time.sleep(0.02)
+    return info
+
+
+def _healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inferstack.platform.server",
+                                     description="Run or stop the embedded platform.")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "stop"])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--runtime", action=argparse.BooleanOptionalAction, default=None,
+                        help="run instances and the gateway (default: on unless INFERSTACK_RUNTIME=0)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        if args.command == "stop":
+            info = stop(args.data_dir)
+            print("stopped" if info else "no platform running")
+        else:
+            serve(args.data_dir, args.host, args.port, runtime=args.runtime)
+    except PlatformProcessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""The platform's state in SQLite (WAL): one row per object, an event log, and a revision counter.
+
+Layout (schema version 1):
+- `objects(kind, parent, key)` — every object: inventory kinds (`vpcs`, `queues`, …: the `Inventory` attribute
+  names), `service`, `deployment` and `traffic` (parent = the service key). Columns: uid, generation,
+  resource_version, created_at, updated_at, spec (JSON, secrets included: the file is the data dir's, mode 0600),
+  status (JSON, owned by controllers after creation).
+- `events(seq)` — one row per object write: time, object path, service, action, request id, generation,
+  resource version and the changed spec paths (never values, so never secrets).
+- `meta(key)` — `schema_version`, `revision` (the last resource version handed out; every row write takes the next).
+
+A `Tx` is one SQLite transaction (`BEGIN IMMEDIATE` … `COMMIT`): either every row of a write lands or none does.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from inferstack.spec import default_inventory
+
+from .objects import now, object_path, owning_service
+
+SCHEMA_VERSION = 1
+DB_NAME = "platform.db"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE objects (
+    kind TEXT NOT NULL,
+    parent TEXT NOT NULL DEFAULT '',
+    key TEXT NOT NULL,
+    uid TEXT NOT NULL UNIQUE,
+    generation INTEGER NOT NULL,
+    resource_version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL,
+    PRIMARY KEY (kind, parent, key)
+);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    object TEXT NOT NULL,
+    service TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    action TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    resource_version INTEGER NOT NULL,
+    changes TEXT NOT NULL
+);
+CREATE INDEX events_by_object ON events (object, seq);
+CREATE INDEX events_by_service ON events (service, seq);
+"""
+
+_COLUMNS = "kind, parent, key, uid, generation, resource_version, created_at, updated_at, spec, status"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One stored object."""
+
+    kind: str
+    parent: str
+    key: str
+    uid: str
+    generation: int
+    resource_version: int
+    created_at: str
+    updated_at: str
+    spec: dict[str, Any]
+    status: dict[str, Any]
+
+    @property
+    def path(self) -> str:
+        return object_path(self.kind, self.key, self.parent)
+
+
+@dataclass
+class Change:
+    """One row written by a transaction."""
+
+    object: str
+    action: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"object": self.object, "action": self.action}
+
+
+def _row(values: tuple) -> Row:
+    kind, parent, key, uid, gen, rv, created, updated, spec, status = values
+    return Row(kind, parent, key, uid, gen, rv, created, updated, json.loads(spec), json.loads(status))
+
+
+def changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Leaf paths where two JSON values differ (`replicas`, `env[1].value`). Paths only: never values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in list(old) + [k for k in new if k not in old]:
+            sub = f"{prefix}.{k}" if prefix else str(k)
+            if k not in old or k not in new:
+                out.append(sub)
+            else:
+                out.extend(changed_paths(old[k], new[k], sub))
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [p for i, (a, b) in enumerate(zip(old, new)) for p in changed_paths(a, b, f"{prefix}[{i}]")]
+    return [] if old == new else [prefix or "."]
+
+
+class Tx:
+    """The writes of one transaction. Every write bumps the store's revision and appends an event."""
+
+    def __init__(self, conn: sqlite3.Connection, request_id: str, after_row: Callable[[int], None] | None):
+        self._conn = conn
+        self.request_id = request_id
+        self._after_row = after_row
+        self.changes: list[Change] = []
+
+    @property
+    def writes(self) -> int:
+        return len(self.changes)
+
+    def _next_revision(self) -> int:
+        (rev,) = self._conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+        rev = int(rev) + 1
+        self._conn.execute("UPDATE meta SET value = ? WHERE key = 'revision'", (str(rev),))
+        return rev
+
+    def get(self, kind: str, key: str, parent: str = "") -> Row | None:
+        cur = self._conn.execute(f"SELECT {_COLUMNS} FROM objects WHERE kind = ? AND parent = ? AND key = ?",
+                                 (kind, parent, key))
+        found = cur.fetchone()
+        return _row(found) if found else None
+
+    def put(self, kind: str, key: str, spec: dict[str, Any], *, parent: str = "",
+            status: dict[str, Any] | None = None, action: str | None = None,
+            bump_generation: bool = False, changes: list[str] | None = None) -> Row:
+        """Create or replace an object's spec. `status` is used on create (controllers own it afterwards).
+
+        The generation moves when the spec changes, or with `bump_generation` (a redeploy of an unchanged spec)."""
+        old = self.get(kind, key, parent)
+        rev = self._next_revision()
+        at = now()
+        if old is None:
+            row = Row(kind, parent, key, uuid.uuid4().hex, 1, rev, at, at, spec, status or {})
+            self._conn.execute(f"INSERT INTO objects ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               (kind, parent, key, row.uid, 1, rev, at, at, _dumps(spec), _dumps(row.status)))
+            paths = changes if changes is not None else sorted(spec)
+            self._record(row, action or "create", paths)
+            return row
+        spec_changed = spec != old.spec
+        gen = old.generation + (1 if spec_changed or bump_generation else 0)
+        row = replace(old, generation=gen, resource_version=rev, updated_at=at, spec=spec,
+                      status=old.status if status is None else status)
+        self._conn.execute("UPDATE objects SET generation = ?, resource_version = ?, updated_at = ?, spec = ?, "
+                           "status = ? WHERE kind = ? AND parent = ? AND key = ?",
+                           (gen, rev, at, _dumps(spec), _dumps(row.status), kind, parent, key))
+        paths = changes if changes is not None else changed_paths(old.spec, spec)
+        self._record(row, action or "update", paths)
+        return row
+
+    def patch_status(self, kind: str, key: str, patch: dict[str, Any], *, parent: str = "",
+                     action: str | None = "status") -> Row | None:
+        """Merge top-level status fields into an object's status; the resource version moves, the generation not.
+
+        `action=None` writes no event (for frequent controller heartbeats)."""
+        old = self.get(kind, key, parent)
+        if old is None:
+            return None
+        status = {**old.status, **patch}
+        if status == old.status:
+            return old
+        rev = self._next_revision()
+        at = now()
+        row = replace(old, resource_version=rev, updated_at=at, status=status)
+        self._conn.execute("UPDATE objects SET resource_version = ?, updated_at = ?, status = ? "
+                           "WHERE kind = ? AND parent = ? AND key = ?", (rev, at, _dumps(status), kind, parent, key))
+        if action is not None:
+            self._record(row, action, [f"status.{k}" for k in patch if old.status.get(k) != patch[k]])
+        else:
+            self._count(row.path, "status")
+        return row
+
+    def delete(self, kind: str, key: str, parent: str = "") -> Row | None:
+        old = self.get(kind, key, parent)
+        if old is None:
+            return None
+        self._conn.execute("DELETE FROM objects WHERE kind = ? AND parent = ? AND key = ?", (kind, parent, key))
+        row = replace(old, resource_version=self._next_revision(), updated_at=now())
+        self._record(row, "delete", [])
+        return row
+
+    def _record(self, row: Row, action: str, paths: list[str]) -> None:
+        self._conn.execute(
+            "INSERT INTO events (time, object, service, uid, action, request_id, generation, resource_version, "
+            "changes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.updated_at, row.path, owning_service(row.kind, row.key, row.parent), row.uid, action,
+             self.request_id, row.generation, row.resource_version, json.dumps(paths)))
+        self._count(row.path, action)
+
+    def _count(self, path: str, action: str) -> None:
+        self.changes.append(Change(path, action))
+        if self._after_row is not None:
+            self._after_row(len(self.changes))
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass
+class Store:
+    """The SQLite database of one data dir. Thread-safe: one connection behind a lock."""
+
+    path: Path
+    created: bool = False
+    _conn: sqlite3.Connection = field(init=False, repr=False)
+    _lock: threading.RLock = field(init=False, repr=False, default_factory=threading.RLock)
+
+    @classmethod
+    def open(cls, data_dir: Path | str) -> Store:
+        """Open (or create, with the default inventory) the store of a data dir."""
+        data_dir = Path(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(data_dir / DB_NAME)
+
+    def __post_init__(self) -> None:
+        new = not self.path.exists()
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: an acknowledged write survives a crash of the machine too, not only of the process.
+        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn.execute("PRAGMA busy_timeout = 5000")
+        has_schema = self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
+        if not has_schema:
+            self._create(bootstrap=new)
+        else:
+            (version,) = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if int(version) != SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path}: schema version {version}, this platform reads {SCHEMA_VERSION}")
+
+    def _create(self, bootstrap: bool) -> None:
+        """Schema, and in a new data dir the default inventory — in one transaction, so a crash leaves nothing."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self._conn.execute(statement)
+            self._conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                                   [("schema_version", str(SCHEMA_VERSION)), ("revision", "0"),
+                                    ("created_at", now())])
+            if bootstrap:
+                tx = Tx(self._conn, "bootstrap", None)
+                inventory = default_inventory()
+                for kind in inventory.KINDS:
+                    for obj in getattr(inventory, kind):
+                        tx.put(kind, obj.name, obj.to_data())
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self.created = bootstrap
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self, request_id: str, *, after_row: Callable[[int], None] | None = None) -> Iterator[Tx]:
+        """One atomic write. `after_row(n)` runs after the n-th row is written, inside the transaction."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(self._conn, request_id, after_row)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store for a read-decide-write sequence (reads and the transaction see one state)."""
+        with self._lock:
+            yield
+
+    # --- reads -------------------------------------------------------------------------------------------------
+
+    def get(self, kind: str, key: str, parent: str = "") -> Row | None:
+        with self._lock:
+            return Tx(self._conn, "", None).get(kind, key, parent)
+
+    def list(self, kind: str, parent: str | None = None) -> list[Row]:
+        """Objects of a kind in creation order (all parents, or one)."""
+        sql = f"SELECT {_COLUMNS} FROM objects WHERE kind = ?"
+        args: tuple = (kind,)
+        if parent is not None:
+            sql += " AND parent = ?"
+            args = (kind, parent)
+        with self._lock:
+            return [_row(r) for r in self._conn.execute(sql + " ORDER BY rowid", args)]
+
+    def all_rows(self) -> list[Row]:
+        with self._lock:
+            return [_row(r) for r in self._conn.execute(f"SELECT {_COLUMNS} FROM objects ORDER BY rowid")]
+
+    def events(self, *, service: str | None = None, object: str | None = None, since: int = 0,
+               limit: int | None = None) -> list[dict[str, Any]]:
+        """Events in order, of one service (its own, its deployments' and its traffic's) or one object path."""
+        sql = ("SELECT seq, time, object, action, request_id, generation, resource_version, changes, uid "
+               "FROM events WHERE seq > ?")
+        args: list[Any] = [since]
+        if service is not None:
+            sql += " AND service = ?"
+            args.append(service)
+        if object is not None:
+            sql += " AND object = ?"
+            args.append(object)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [{"seq": seq, "time": t, "object": obj, "action": action, "request_id": rid, "generation": gen,
+                 "resource_version": str(rv), "changes": json.loads(changes), "uid": uid}
+                for seq, t, obj, action, rid, gen, rv, changes, uid in rows]
+
+    def revision(self) -> int:
+        with self._lock:
+            (rev,) = self._conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+        return int(rev)
+
+    def dump(self) -> dict[str, list[tuple]]:
+        """Every row of every table (a logical dump, for tests and debugging)."""
+        with self._lock:
+            return _dump(self._conn)
+
+    # --- the controllers' seam ---------------------------------------------------------------------------------
+
+    def write_status(self, kind: str, key: str, patch: dict[str, Any], *, parent: str = "",
+                     request_id: str = "reconciler", event: str | None = "status") -> Row | None:
+        """Merge `patch` into an object's status (controllers: reconciler, autoscaler, gateway). Never the spec.
+
+        E.g. a deployment: `{"observed_generation": 3, "roles": {...}, "conditions": [...]}`; a service:
+        `{"gateway_url": ..., "gateway_urls": {...}}`. `event=None` records no event (frequent updates)."""
+        with self.transaction(request_id) as tx:
+            return tx.patch_status(kind, key, patch, parent=parent, action=event)
+
+
+def dump_database(path: Path | str) -> dict[str, list[tuple]]:
+    """A logical dump of a platform database opened read-only from outside the server (tests compare two)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return _dump(conn)
+    finally:
+        conn.close()
+
+
+def _dump(conn: sqlite3.Connection) -> dict[str, list[tuple]]:
+    tables = [t for (t,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    return {t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
+
+
+__all__ = ["DB_NAME", "Change", "Row", "Store", "Tx", "changed_paths", "dump_database"]
