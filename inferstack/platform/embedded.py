@@ -1,0 +1,83 @@
+"""Wires the runtime into the control plane: the reconciler (instances as processes), the gateway process
+(traffic split), invocation keys and `/metrics`. `server.serve` calls `attach` unless the runtime is off."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from .gateway.supervisor import GatewayProcess
+from .keys import InvocationKeys
+from .reconciler import Reconciler, Settings
+
+RUNTIME_ENV = "INFERSTACK_RUNTIME"  # "0": control plane only (no processes, no gateway)
+
+
+def runtime_enabled(explicit: bool | None = None) -> bool:
+    if explicit is not None:
+        return explicit
+    return os.environ.get(RUNTIME_ENV, "1") != "0"
+
+
+def settings_from_env() -> Settings:
+    """Knobs for tests and small machines: INFERSTACK_PROGRESS_DEADLINE_S, INFERSTACK_RESTART_BACKOFF_S."""
+    settings = Settings()
+    if "INFERSTACK_PROGRESS_DEADLINE_S" in os.environ:
+        settings.progress_deadline_s = float(os.environ["INFERSTACK_PROGRESS_DEADLINE_S"])
+    if "INFERSTACK_RESTART_BACKOFF_S" in os.environ:
+        settings.restart_backoff_base_s = float(os.environ["INFERSTACK_RESTART_BACKOFF_S"])
+        settings.restart_backoff_cap_s = max(settings.restart_backoff_base_s * 30, 1.0)
+    return settings
+
+
+def attach(platform, data_dir: Path, *, settings: Settings | None = None, gateway: bool = True) -> Reconciler:
+    """Subscribe a reconciler to the platform, start/stop it with the server, add its routes."""
+    keys = InvocationKeys(data_dir)
+    reconciler = Reconciler(platform.store, data_dir, gateway=GatewayProcess() if gateway else None,
+                            settings=settings or settings_from_env(), keys=keys)
+    platform.runtime = reconciler
+    platform.subscribe(reconciler.on_change)
+    platform.on_startup.append(reconciler.start)
+    platform.on_shutdown.append(reconciler.stop)
+
+    async def metrics(request: Request) -> PlainTextResponse:
+        text = "\n".join(reconciler.metrics_lines()) + "\n"
+        if reconciler.gateway is not None:
+            text += await reconciler.gateway.ametrics()
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    def _service(request: Request) -> str | JSONResponse:
+        key = request.path_params["key"]
+        if platform.store.get("service", key) is None:
+            return JSONResponse({"error": "not_found", "message": f"services/{key} does not exist"}, 404)
+        return key
+
+    async def reveal_key(request: Request) -> JSONResponse:
+        key = _service(request)
+        if isinstance(key, JSONResponse):
+            return key
+        keys.ensure(key)
+        plain = keys.reveal(key)
+        if plain is None:
+            return JSONResponse({"service": key, "key": None, "message": "the key was shown once already; rotate "
+                                 "it (POST /v1/services/{key}/keys/rotate, `inferstack rotate-key`) for a new one"})
+        return JSONResponse({"service": key, "key": plain, "message": "shown once: store it now"})
+
+    async def rotate_key(request: Request) -> JSONResponse:
+        key = _service(request)
+        if isinstance(key, JSONResponse):
+            return key
+        plain = keys.rotate(key)
+        reconciler._publish_wanted.set()
+        return JSONResponse({"service": key, "key": plain, "message": "the old key stops working now"})
+
+    platform.routes.extend([
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/services/{key}/keys", reveal_key, methods=["GET"]),
+        Route("/v1/services/{key}/keys/rotate", rotate_key, methods=["POST"]),
+    ])
+    return reconciler

@@ -1,0 +1,500 @@
+"""The reconciler: converges every deployment's roles to running instances and keeps the gateway's routing current.
+
+Desired state comes from the store (what the API accepted); observed state is what the role controllers report.
+The reconciler writes status only — never spec: per role the desired/ready/updated counts and the instances (with pid
+and start time, so a restarted platform re-adopts them), `observed_generation` once a generation is fully rolled out,
+and the conditions `Ready` / `Progressing` / `Degraded` with reasons. Every change of the ready set, the traffic object
+or a service's listeners becomes a new versioned routing snapshot pushed to the gateway process."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inferstack.spec import Deployment, Inventory, Role, Service, Traffic
+
+from ..images import PRESET_IMAGES
+from .keys import InvocationKeys
+from .objects import condition, get_condition, set_condition
+from .runtime import (
+    Exec,
+    HttpGet,
+    InstanceRecord,
+    Mount,
+    Probe,
+    Probes,
+    RoleController,
+    RoleTemplate,
+    RollingUpdate,
+    TcpSocket,
+    role_endpoints_env,
+    write_role_endpoints,
+)
+from .store import Store
+
+log = logging.getLogger("inferstack.reconciler")
+
+SERVICE, DEPLOYMENT, TRAFFIC = "service", "deployment", "traffic"
+RoleKey = tuple[str, str, str]  # (service key, deployment key, role name)
+
+
+class ImageNotRunnable(Exception):
+    """The deployment's image has no local command (a custom image or URL the inventory does not map)."""
+
+
+@dataclass
+class Settings:
+    """Knobs of the reconciler (tests use short ones)."""
+
+    progress_deadline_s: float = 120.0
+    restart_backoff_base_s: float = 1.0
+    restart_backoff_cap_s: float = 30.0
+    python: str = sys.executable
+
+
+@dataclass
+class _Applied:
+    """What the reconciler last asked of a deployment's controllers, to know when a generation is observed."""
+
+    generation: int
+    roles: dict[str, str] = field(default_factory=dict)  # role → revision
+
+
+class Reconciler:
+    """Subscribes to the platform's change hook; one `RoleController` per (service, deployment, role)."""
+
+    def __init__(self, store: Store, data_dir: Path, *, gateway: Any | None = None,
+                 settings: Settings | None = None, keys: InvocationKeys | None = None):
+        self.store = store
+        self.data_dir = Path(data_dir)
+        self.gateway = gateway
+        self.settings = settings or Settings()
+        self.keys = keys or InvocationKeys(self.data_dir)
+        self.controllers: dict[RoleKey, RoleController] = {}
+        self._applied: dict[tuple[str, str], _Applied] = {}
+        self._problems: dict[tuple[str, str], str] = {}  # deployments that cannot run, with the reason
+        self._withdrawn: set[str] = set()
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._publish_lock = asyncio.Lock()
+        self._publish_wanted = asyncio.Event()
+        self._snapshot_version = time.time_ns() // 1000
+        self._stopped = False
+
+    # --- lifecycle -------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.astart()
+        self._adopt()
+        for row in self.store.list(SERVICE):
+            self._enqueue(row.key)
+        self._tasks = [asyncio.create_task(self._worker(), name="reconciler"),
+                       asyncio.create_task(self._publisher(), name="gateway-publisher")]
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Stop every instance (withdrawn from routing first, then its graceful period) and the gateway."""
+        self._stopped = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(c.shutdown(graceful) for c in self.controllers.values()), return_exceptions=True)
+        self.controllers.clear()
+        if self.gateway is not None:
+            await self.gateway.astop()
+
+    async def on_change(self, service_key: str) -> None:
+        """The platform's change hook: queue the service (never block the API's response)."""
+        self._enqueue(service_key)
+
+    def _enqueue(self, service_key: str) -> None:
+        if service_key not in self._queued:
+            self._queued.add(service_key)
+            self._queue.put_nowait(service_key)
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            try:
+                await self.reconcile(key)
+            except Exception:
+                log.exception("reconciling service %s failed; retrying in 1 s", key)
+                await asyncio.sleep(1)
+                self._enqueue(key)
+
+    # --- adoption after a restart ------------------------------------------------------------------------------------
+
+    def _adopt(self) -> None:
+        """Re-adopt the instances recorded in status whose process is still the same one (pid + start time)."""
+        for row in self.store.list(DEPLOYMENT):
+            for role, info in (row.status.get("roles") or {}).items():
+                records = [_record(r) for r in info.get("instances", [])]
+                if not records:
+                    continue
+                key = (row.parent, row.key, role)
+                controller = self._controller(key)
+                adopted = controller.adopt_existing(records)
+                log.info("%s: re-adopted %d of %d recorded instance(s)", "/".join(key), len(adopted), len(records))
+
+    # --- convergence -----------------------------------------------------------------------------------------------
+
+    async def reconcile(self, service_key: str) -> None:
+        svc_row = self.store.get(SERVICE, service_key)
+        desired: set[RoleKey] = set()
+        if svc_row is not None:
+            service = Service.model_validate({**svc_row.spec, "deployments": []})
+            inventory = self._inventory()
+            self.keys.ensure(service_key)
+            dep_rows = self.store.list(DEPLOYMENT, parent=service_key)
+            for dep_row in dep_rows:
+                deployment = Deployment.model_validate(dep_row.spec)
+                desired |= self._converge_deployment(service, deployment, dep_row, inventory)
+        else:
+            self.keys.forget(service_key)
+        for key in [k for k in self.controllers if k[0] == service_key and k not in desired]:
+            controller = self.controllers.pop(key)
+            log.info("%s: removed from the spec; draining", "/".join(key))
+            asyncio.create_task(controller.shutdown(graceful=True))
+        for key in [k for k in self._applied if k[0] == service_key and not any(d[:2] == k for d in desired)]:
+            self._applied.pop(key, None)
+            self._problems.pop(key, None)
+        self._publish_wanted.set()
+
+    def _converge_deployment(self, service: Service, deployment: Deployment, row: Any,
+                             inventory: Inventory) -> set[RoleKey]:
+        svc_key, dep_key = service.key or "", deployment.key or ""
+        roles = deployment.effective_roles()
+        keys = {(svc_key, dep_key, r.name) for r in roles}
+        try:
+            argv = self._image_argv(deployment, inventory)
+        except ImageNotRunnable as exc:
+            self._problems[(svc_key, dep_key)] = str(exc)
+            # Acted on (observed) and found unrunnable: waiters see Degraded at this generation at once.
+            previous = self._applied.get((svc_key, dep_key))
+            self._applied[(svc_key, dep_key)] = _Applied(row.generation, dict(previous.roles) if previous else {})
+            self._write_status(svc_key, dep_key)
+            return {k for k in keys if k in self.controllers}  # keep what runs; never start what cannot
+        self._problems.pop((svc_key, dep_key), None)
+        redeploy = int(row.status.get("redeploy_generation") or 0)
+        applied = _Applied(row.generation)
+        endpoints_file = self.data_dir / "endpoints" / svc_key / f"{dep_key}.json"
+        multi = len(roles) > 1
+        endpoints = {r.name: [f"{i.host}:{i.port}" for i in self.controllers[(svc_key, dep_key, r.name)]
+                              .ready_instances()] if (svc_key, dep_key, r.name) in self.controllers else []
+                     for r in roles} if multi else {}
+        for role in roles:
+            key = (svc_key, dep_key, role.name)
+            others = {name: hosts for name, hosts in endpoints.items() if name != role.name}
+            template = self._template(service, deployment, role, argv, redeploy, endpoints_file, multi,
+                                      extra_env=role_endpoints_env(others))
+            applied.roles[role.name] = template.revision
+            ru = role.rolling_update
+            self._controller(key).set_desired(
+                template, self._replicas(role, row), RollingUpdate(ru.max_surge, ru.max_unavailable))
+        self._applied[(svc_key, dep_key)] = applied
+        self._write_status(svc_key, dep_key)
+        return keys
+
+    def _replicas(self, role: Role, row: Any) -> int:
+        """The spec's replicas; under autoscaling the autoscaler's count in status (the spec only starts it)."""
+        if role.autoscaling is not None:
+            scaled = ((row.status.get("roles") or {}).get(role.name) or {}).get("autoscaled")
+            if isinstance(scaled, int) and scaled >= 1:
+                return scaled
+        return role.starting_replicas
+
+    def _controller(self, key: RoleKey) -> RoleController:
+        controller = self.controllers.get(key)
+        if controller is None:
+            svc, dep, role = key
+            controller = RoleController(
+                f"{svc}-{dep}-{role}", log_dir=self.data_dir / "logs" / svc / dep,
+                progress_deadline_s=self.settings.progress_deadline_s,
+                restart_backoff_base_s=self.settings.restart_backoff_base_s,
+                restart_backoff_cap_s=self.settings.restart_backoff_cap_s,
+                on_withdraw=self._withdraw, on_change=lambda c, k=key: self._role_changed(k))
+            self.controllers[key] = controller
+        return controller
+
+    def _inventory(self) -> Inventory:
+        return Inventory.model_validate({kind: [r.spec for r in self.store.list(kind)] for kind in Inventory.KINDS})
+
+    def _image_argv(self, deployment: Deployment, inventory: Inventory) -> list[str]:
+        ref = deployment.image.reference
+        image = inventory.index("images").get(ref)
+        if image is not None and image.command:
+            return [self.settings.python if a == "{python}" else a for a in image.command]
+        if deployment.image.preset and deployment.image.preset in PRESET_IMAGES:
+            return list(PRESET_IMAGES[deployment.image.preset]["argv"])
+        kind = "preset" if deployment.image.preset else "custom" if deployment.image.custom else "url"
+        raise ImageNotRunnable(
+            f"image {kind} '{ref}' cannot run on the local platform: map it to a local command in the inventory "
+            f"(inventory.images: [{{name: '{ref}', command: [...]}}])")
+
+    def _template(self, service: Service, deployment: Deployment, role: Role, image_argv: list[str],
+                  redeploy: int, endpoints_file: Path, multi: bool,
+                  extra_env: dict[str, str] | None = None) -> RoleTemplate:
+        """The role's template. `extra_env` (the other roles' current endpoints) is not part of the revision: it
+        changes as instances come and go, which must not roll the role out again (the endpoints file keeps it
+        current in running instances)."""
+        argv = list(role.command) if role.command else image_argv
+        env: dict[str, str] = {
+            "INFERSTACK_SERVICE": service.key or "",
+            "INFERSTACK_DEPLOYMENT": deployment.key or "",
+            "INFERSTACK_ROLE": role.name,
+            "HOST": "127.0.0.1",
+        }
+        if deployment.model is not None:
+            env["INFERSTACK_MODEL"] = deployment.model.path or f"{deployment.model.registry}:{deployment.model.version}"
+        if multi:
+            env["INFERSTACK_ROLE_ENDPOINTS_FILE"] = str(endpoints_file)
+        for var in role.env:
+            env[var.name] = var.value if var.secret is None else var.secret.get_secret_value()
+        mounts = tuple(Mount(self.data_dir / "mounts" / m.source, m.path, m.read_only) for m in deployment.mounts)
+        content = {
+            "argv": argv, "env": sorted(env.items()), "mounts": [(str(m.source), m.path, m.read_only) for m in mounts],
+            "probes": role.probes.to_data(), "spec": role.compute_spec, "model": deployment.model and
+            deployment.model.to_data(), "listen": deployment.ports.listen, "redeploy": redeploy,
+        }
+        revision = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        env.setdefault("INFERSTACK_VERSION", revision)
+        env.update(extra_env or {})
+        preset = PRESET_IMAGES.get(deployment.image.preset or "", {})
+        cwd = self.data_dir / "work" / (service.key or "") / (deployment.key or "")
+        cwd.mkdir(parents=True, exist_ok=True)
+        return RoleTemplate(
+            argv=tuple(argv), revision=revision, env=env, cwd=cwd,
+            mounts=mounts, listen_port_env=preset.get("listen_port_env", "PORT"),
+            probes=_probes(role, preset), graceful_shutdown_s=deployment.graceful_shutdown_s)
+
+    # --- status ----------------------------------------------------------------------------------------------------
+
+    async def _role_changed(self, key: RoleKey) -> None:
+        if self._stopped:
+            return
+        self._write_status(key[0], key[1])
+        self._update_role_endpoints(key[0], key[1])
+        self._publish_wanted.set()
+
+    def _write_status(self, svc_key: str, dep_key: str) -> None:
+        row = self.store.get(DEPLOYMENT, dep_key, svc_key)
+        if row is None:
+            return
+        status = dict(row.status)
+        roles_status: dict[str, Any] = {}
+        applied = self._applied.get((svc_key, dep_key))
+        complete = applied is not None
+        conditions = list(status.get("conditions") or [])
+        ready_all, degraded, progressing = True, [], []
+        for (s, d, role), controller in sorted(self.controllers.items()):
+            if (s, d) != (svc_key, dep_key):
+                continue
+            rs = controller.status()
+            previous = (status.get("roles") or {}).get(role) or {}
+            roles_status[role] = {
+                "desired": rs.replicas, "total": rs.total, "ready": rs.ready, "updated": rs.updated,
+                "updated_ready": rs.updated_ready, "revision": rs.revision,
+                "instances": [_record_dict(r) for r in controller.instances()],
+                **({"autoscaled": previous["autoscaled"]} if "autoscaled" in previous else {}),
+            }
+            by_type = {c.type: c for c in rs.conditions}
+            if by_type["Ready"].status != "True":
+                ready_all = False
+            if by_type["Degraded"].status == "True":
+                degraded.append(f"{role}: {by_type['Degraded'].message}")
+            if by_type["Progressing"].status == "True":
+                progressing.append(f"{role}: {by_type['Progressing'].message}")
+            if applied is None or applied.roles.get(role) != rs.revision or by_type["Progressing"].reason != "Complete":
+                complete = False
+        problem = self._problems.get((svc_key, dep_key))
+        if problem:
+            degraded.insert(0, problem)
+            complete = False
+        if applied is not None and applied.generation == row.generation:
+            # Kubernetes semantics: the generation the controller acted on; Ready says whether it is rolled out.
+            status["observed_generation"] = row.generation
+        else:
+            complete = False
+        status["roles"] = roles_status
+        observed = int(status.get("observed_generation") or 0)
+        if degraded:
+            new = condition("Degraded", True, "ImageNotRunnable" if problem else "RolloutStuck", "; ".join(degraded),
+                            observed)
+        else:
+            new = condition("Degraded", False, "AsExpected", "", observed)
+        conditions = set_condition(conditions, new)
+        if progressing or not complete:
+            new = condition("Progressing", True, "RollingUpdate",
+                            "; ".join(progressing) or f"converging to generation {row.generation}", observed)
+        else:
+            new = condition("Progressing", False, "Complete", "every role runs the latest generation", observed)
+        conditions = set_condition(conditions, new)
+        counts = ", ".join(f"{r}: {v['ready']}/{v['desired']} ready" for r, v in roles_status.items())
+        if ready_all and complete and roles_status:
+            new = condition("Ready", True, "AllRolesReady", counts, observed)
+        else:
+            new = condition("Ready", False, "Degraded" if degraded else "NotReady",
+                            counts or problem or "no instances yet", observed)
+        conditions = set_condition(conditions, new)
+        status["conditions"] = conditions
+        if status != row.status:
+            self.store.write_status(DEPLOYMENT, dep_key, status, parent=svc_key, event=None)
+
+    def _update_role_endpoints(self, svc_key: str, dep_key: str) -> None:
+        roles = {k[2]: c for k, c in self.controllers.items() if k[:2] == (svc_key, dep_key)}
+        if len(roles) < 2:
+            return
+        endpoints = {role: [f"{r.host}:{r.port}" for r in c.ready_instances()] for role, c in roles.items()}
+        write_role_endpoints(self.data_dir / "endpoints" / svc_key / f"{dep_key}.json", endpoints)
+
+    # --- routing ---------------------------------------------------------------------------------------------------
+
+    async def _withdraw(self, record: InstanceRecord) -> None:
+        """Before an instance stops: a snapshot without it, pushed and swapped in by the gateway."""
+        self._withdrawn.add(record.id)
+        try:
+            await self.publish()
+        finally:
+            self._withdrawn.discard(record.id)
+
+    async def _publisher(self) -> None:
+        while True:
+            await self._publish_wanted.wait()
+            self._publish_wanted.clear()
+            try:
+                await self.publish()
+            except Exception:
+                log.exception("pushing the routing snapshot failed; retrying")
+                await asyncio.sleep(0.5)
+                self._publish_wanted.set()
+
+    async def publish(self) -> None:
+        """Build the routing snapshot from the store and the ready instances and push it to the gateway."""
+        if self.gateway is None:
+            return
+        async with self._publish_lock:
+            self._snapshot_version += 1
+            snapshot = self.snapshot(self._snapshot_version)
+            result = await self.gateway.apush(snapshot)
+            self._record_listeners(result.get("listeners") or {})
+            self._observe_routing(snapshot)
+
+    def snapshot(self, version: int) -> dict[str, Any]:
+        inventory = self._inventory()
+        groups = inventory.index("security_groups")
+        services = []
+        for svc_row in self.store.list(SERVICE):
+            svc_key = svc_row.key
+            spec = svc_row.spec
+            traffic_row = self.store.get(TRAFFIC, svc_key, svc_key)
+            traffic = Traffic.model_validate(traffic_row.spec if traffic_row else {}).to_data()
+            bound = (svc_row.status.get("gateway_ports") or {})
+            deployments, sources = [], []
+            for dep_row in self.store.list(DEPLOYMENT, parent=svc_key):
+                dep = Deployment.model_validate(dep_row.spec)
+                entry = dep.entry_role().name
+                controller = self.controllers.get((svc_key, dep.key or "", entry))
+                ready = [r for r in controller.ready_instances() if r.id not in self._withdrawn] if controller else []
+                deployments.append({"key": dep.key, "accept_traffic": dep.accepts_traffic,
+                                    "instances": [{"id": r.id, "host": r.host, "port": r.port} for r in ready]})
+                group = groups.get(dep.security_group)
+                for rule in group.ingress if group else []:
+                    if rule.protocol in ("tcp", "all"):
+                        source = {"cidr": rule.source, "from_port": rule.from_port, "to_port": rule.last_port}
+                        if source not in sources:
+                            sources.append(source)
+            services.append({
+                "key": svc_key,
+                "network_type": spec.get("network_type", "public_gateway"),
+                "listeners": [{"port": p, "bind_port": int(bound.get(str(p), 0))} for p in spec.get("ports", [8000])],
+                "invocation_key_hashes": self.keys.hashes(svc_key),
+                "allowed_sources": sources,
+                "traffic": traffic,
+                "deployments": deployments,
+            })
+        return {"version": version, "services": services}
+
+    def _record_listeners(self, listeners: dict[str, int]) -> None:
+        by_service: dict[str, dict[str, int]] = {}
+        for name, port in listeners.items():
+            svc, logical = name.rsplit("/", 1)
+            by_service.setdefault(svc, {})[logical] = port
+        for svc, ports in by_service.items():
+            row = self.store.get(SERVICE, svc)
+            if row is None:
+                continue
+            urls = {p: f"http://127.0.0.1:{b}" for p, b in sorted(ports.items(), key=lambda i: int(i[0]))}
+            first = urls[str(row.spec.get("ports", [8000])[0])] if str(row.spec.get("ports", [8000])[0]) in urls \
+                else next(iter(urls.values()), None)
+            patch = {"gateway_ports": ports, "gateway_urls": urls, "gateway_url": first}
+            if any(row.status.get(k) != v for k, v in patch.items()):
+                self.store.write_status(SERVICE, svc, patch, event=None)
+
+    def _observe_routing(self, snapshot: dict[str, Any]) -> None:
+        """A service and its traffic object are observed once a snapshot carrying them is live in the gateway."""
+        for svc in snapshot["services"]:
+            for kind, key, parent in ((SERVICE, svc["key"], ""), (TRAFFIC, svc["key"], svc["key"])):
+                row = self.store.get(kind, key, parent)
+                if row is None or (row.status.get("observed_generation") == row.generation
+                                   and (get_condition(row.status, "Ready") or {}).get("status") == "True"):
+                    continue
+                message = (f"routing snapshot {snapshot['version']} is live"
+                           + (f" at {row.status.get('gateway_url')}" if kind == SERVICE else ""))
+                conditions = list(row.status.get("conditions") or [])
+                for new in (condition("Ready", True, "Routed", message, row.generation),
+                            condition("Progressing", False, "Complete", message, row.generation),
+                            condition("Degraded", False, "AsExpected", "", row.generation)):
+                    conditions = set_condition(conditions, new)
+                self.store.write_status(kind, key, {"observed_generation": row.generation, "conditions": conditions},
+                                        parent=parent, event=None)
+
+    def metrics_lines(self) -> list[str]:
+        """The platform's own gauges (instances per role, desired and ready), Prometheus text format."""
+        lines = ["# HELP inferstack_instances Instances of a role by state.", "# TYPE inferstack_instances gauge"]
+        for (svc, dep, role), c in sorted(self.controllers.items()):
+            rs = c.status()
+            labels = f'service="{svc}",deployment="{dep}",role="{role}"'
+            lines.append(f'inferstack_instances{{{labels},state="desired"}} {rs.replicas}')
+            lines.append(f'inferstack_instances{{{labels},state="ready"}} {rs.ready}')
+            lines.append(f'inferstack_instances{{{labels},state="total"}} {rs.total}')
+        return lines
+
+
+def _probes(role: Role, preset: dict[str, Any]) -> Probes:
+    def convert(p: Any) -> Probe | None:
+        if p is None:
+            return None
+        action: HttpGet | TcpSocket | Exec
+        if p.http is not None:
+            action = HttpGet(p.http.path, p.http.port)
+        elif p.tcp is not None:
+            action = TcpSocket(p.tcp.port)
+        else:
+            action = Exec(tuple(p.command or ()))
+        return Probe(action, p.initial_delay_s, p.period_s, p.timeout_s, p.success_threshold, p.failure_threshold)
+
+    readiness = convert(role.probes.readiness)
+    if readiness is None and preset.get("readiness_path"):
+        readiness = Probe(HttpGet(preset["readiness_path"]), period_s=0.5, timeout_s=1.0, failure_threshold=2)
+    return Probes(startup=convert(role.probes.startup), readiness=readiness, liveness=convert(role.probes.liveness))
+
+
+def _record(data: dict[str, Any]) -> InstanceRecord:
+    fields = InstanceRecord.__dataclass_fields__
+    return InstanceRecord(**{k: v for k, v in data.items() if k in fields})
+
+
+def _record_dict(record: InstanceRecord) -> dict[str, Any]:
+    return {k: getattr(record, k) for k in InstanceRecord.__dataclass_fields__}
+
+
+__all__ = ["ImageNotRunnable", "Reconciler", "Settings"]
