@@ -65,3 +65,18 @@ def validate(
 def schema() -> None:
     """Print the stack file's JSON Schema (for editors)."""
     typer.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+
+
+@app.command()
+def rules(
+    fmt: Annotated[Format, typer.Option("--format", help="text, or json.")] = Format.text,
+) -> None:
+    """List every rule id the spec enforces (the ids errors, the API's 422 bodies and the policy pack name)."""
+    from ..spec import RULES
+
+    if fmt is Format.json:
+        typer.echo(json.dumps([{"rule": r.id, "severity": r.severity.value, "summary": r.summary}
+                               for r in RULES.values()], indent=2, ensure_ascii=False))
+        return
+    for r in RULES.values():
+        console.print(f"{r.id:<45} {r.severity.value:<8} {r.summary}", highlight=False, markup=False, soft_wrap=True)
