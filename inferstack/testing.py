@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -100,3 +101,16 @@ class PlatformProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class InlineExecutor(concurrent.futures.ThreadPoolExecutor):
+    """Runs submitted work at once on the calling thread. For `pulumi.runtime.set_mocks` tests: set it as the event
+    loop's default executor, since threaded mock RPCs can hang."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting side
+            future.set_exception(exc)
+        return future

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +13,7 @@ from pulumi.runtime import MockResourceArgs, Mocks, set_mocks
 from pulumi.runtime.mocks import MockMonitor
 
 from inferstack.spec import StackFile, default_inventory, load_text, validate_stack
+from inferstack.testing import InlineExecutor
 
 
 @pytest.fixture
@@ -32,18 +32,6 @@ def stack_of() -> Callable[[str | dict], StackFile]:
 
 
 # --- Pulumi mocks ----------------------------------------------------------------------------------------------
-
-class _InlineExecutor(concurrent.futures.ThreadPoolExecutor):
-    """Runs submitted work at once on the calling thread: threaded mock RPCs can hang."""
-
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting side
-            future.set_exception(exc)
-        return future
-
 
 @dataclass
 class Registration:
@@ -81,7 +69,7 @@ class RecordingMonitor(MockMonitor):
 def pulumi_mocks():
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.set_default_executor(_InlineExecutor())
+    loop.set_default_executor(InlineExecutor())
     pulumi.runtime.settings.ROOT.set(None)  # the root stack is bound to the previous loop
     pulumi.runtime.set_all_config({}, [])
     mocks = RecordingMocks()

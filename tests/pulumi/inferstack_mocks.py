@@ -5,7 +5,6 @@ that name, so `from conftest import ...` would pick whichever was imported first
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import subprocess
@@ -18,21 +17,11 @@ from google.protobuf import struct_pb2
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 
+from inferstack.testing import InlineExecutor
+
 DYNAMIC = "pulumi-python:dynamic/inferstack:"
 SECRET_SIG = rpc._special_secret_sig
 SIG_KEY = rpc._special_sig_key
-
-
-class InlineExecutor(concurrent.futures.ThreadPoolExecutor):
-    """Runs submitted work at once on the calling thread (threaded mock RPCs can hang)."""
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting side
-            future.set_exception(exc)
-        return future
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
