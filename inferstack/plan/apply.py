@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from inferstack.spec import Deployment, Inventory, Service, StackFile, Traffic
-from inferstack.spec.types import Model
+from inferstack.spec import Deployment, Inventory, Model, Service, StackFile, Traffic
 
 from .diff import INVENTORY_MODELS
 from .model import Change, Plan, PropertyChange

@@ -18,6 +18,7 @@ from inferstack.spec import (
     ComputeSpec,
     Deployment,
     Inventory,
+    Model,
     PresetImage,
     Queue,
     ResourceGroup,
@@ -28,7 +29,6 @@ from inferstack.spec import (
     Traffic,
     Vpc,
 )
-from inferstack.spec.types import Model
 
 from .cost import plan_cost
 from .model import Change, Kind, Plan, PlanContext, PropertyChange, RoleImpact

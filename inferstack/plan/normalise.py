@@ -14,8 +14,7 @@ import hmac
 from collections.abc import Iterable
 from typing import Any
 
-from inferstack.spec import SECRET_MASK, Deployment, Service, Traffic
-from inferstack.spec.types import Model
+from inferstack.spec import SECRET_MASK, Deployment, Model, Service, Traffic
 
 REVEAL = {"reveal_secrets": True}
 SERVICE_FIELDS = ("name", "key", "description", "resource_group", "vpc", "network_type", "ports")

@@ -11,6 +11,7 @@ from inferstack.spec import (
     SECRET_MASK,
     ComputeSpec,
     Deployment,
+    Model,
     PresetImage,
     Queue,
     ResourceGroup,
@@ -19,7 +20,6 @@ from inferstack.spec import (
     Traffic,
     Vpc,
 )
-from inferstack.spec.types import Model
 
 SERVICE = "service"
 DEPLOYMENT = "deployment"
