@@ -14,7 +14,7 @@ from .findings import Finding, Report, Severity
 from .inventory import Inventory
 from .service import Service
 from .types import Model, Ref
-from .validate import inventory_findings, parse, service_findings
+from .validate import inventory_findings, parse, parse_services, service_findings
 
 
 class GatewayRef(Model):
@@ -128,21 +128,13 @@ def validate_stack(data: Any, source: str = "<data>", base_inventory: Inventory 
     inv, _ = parse(Inventory, data.get("inventory") or {}, "inventory")
     if inv is not None:
         report.extend(inventory_findings(inv, context=base_inventory.merged(inv) if base_inventory else None))
-    services, paths = [], []
     raw = data.get("services") or []
-    for i, item in enumerate(raw if isinstance(raw, list) else []):
-        svc, _ = parse(Service, item, f"services[{i}]")
-        if svc is not None:
-            services.append(svc)
-            paths.append(f"services[{i}]")
-        else:
-            report.findings.append(Finding(
-                "deployment.queue_exists", f"services[{i}]", None,
-                "not checked yet: cross-object rules of this service run once its field errors are fixed",
-                Severity.DEFERRED))
+    services, paths, indexes, found = parse_services(raw if isinstance(raw, list) else [])
+    report.extend(f for f in found if f.severity is Severity.DEFERRED)  # the field errors are reported already
     if inv is not None and base_inventory is not None:
         inv = base_inventory.merged(inv)
-    report.extend(service_findings(services, paths, inv or Inventory(), partial=inv is None))
+    report.extend(service_findings(services, paths, inv or base_inventory or Inventory(), partial=inv is None,
+                                   deployment_indexes=indexes))
     return LoadedStack(source, None, report, data)
 
 

@@ -76,6 +76,23 @@ def _mask(value: Any) -> Any:
     return value
 
 
+def parse_service_partially(raw: Any) -> tuple[Service | None, list[int]]:
+    """A service whose deployments have field errors, parsed without those deployments, so that every other rule
+    still runs on the rest (all violations at once). Returns (service, kept deployment indexes) or (None, [])."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("deployments"), list):
+        return None, []
+    deployments = raw["deployments"]
+    kept = []
+    for i, dep in enumerate(deployments):
+        data = {k: v for k, v in dep.items() if k != "weight"} if isinstance(dep, dict) else dep
+        if parse(Deployment, data, "")[0] is not None:
+            kept.append(i)
+    if len(kept) == len(deployments):
+        return None, []  # the errors are in the service's own fields
+    service, _ = parse(Service, {**raw, "deployments": [deployments[i] for i in kept]}, "")
+    return (service, kept) if service is not None else (None, [])
+
+
 def parse(model: type[BaseModel], data: Any, path: str) -> tuple[Any, list[Finding]]:
     """Parse `data` into `model`; on failure return (None, findings)."""
     if isinstance(data, model):
@@ -154,13 +171,18 @@ class _Lookup:
 
 
 def service_findings(services: Sequence[Service], paths: Sequence[str], inv: Inventory,
-                     partial: bool = False) -> list[Finding]:
-    """Cross-field and cross-object rules over parsed services."""
+                     partial: bool = False,
+                     deployment_indexes: Sequence[list[int] | None] | None = None) -> list[Finding]:
+    """Cross-field and cross-object rules over parsed services.
+
+    `deployment_indexes[i]`: for a service parsed without its deployments that have field errors (see
+    `parse_service_partially`), the original index of each deployment it kept, so paths stay the input's."""
     out: list[Finding] = []
     look = _Lookup(inv, partial)
     keys: dict[str, str] = {}
     names: dict[tuple[str, str], str] = {}
-    for svc, base in zip(services, paths):
+    indexes_of = list(deployment_indexes or [None] * len(services))
+    for svc, base, indexes in zip(services, paths, indexes_of):
         if svc.key is None:
             out.append(_finding("service.key_required", f"{base}.key", None,
                                 f"name '{svc.name}' is not a valid key (^[a-z][a-z0-9-]{{0,39}}$); set `key`"))
@@ -175,27 +197,36 @@ def service_findings(services: Sequence[Service], paths: Sequence[str], inv: Inv
                                 f"{names[(svc.resource_group, svc.name)]}"))
         else:
             names[(svc.resource_group, svc.name)] = base
-        out.extend(_one_service(svc, base, look))
+        out.extend(_one_service(svc, base, look, indexes))
+    if any(indexes_of):
+        out.append(_deferred("capacity.prepaid_fits", paths[0].split("[")[0], None,
+                             "deployments with field errors are not counted yet; capacity is checked again once "
+                             "they are fixed"))
     out.extend(capacity_findings(services, paths, inv))
     return out
 
 
-def _one_service(svc: Service, base: str, look: _Lookup) -> Iterator[Finding]:
+def _one_service(svc: Service, base: str, look: _Lookup, indexes: list[int] | None = None) -> Iterator[Finding]:
     out: list[Finding] = []
     look.get("resource_groups", svc.resource_group, "service.resource_group_exists", f"{base}.resource_group",
              "resource group", out)
     look.get("vpcs", svc.vpc, "service.vpc_exists", f"{base}.vpc", "VPC", out)
     yield from out
     yield from _dupes(svc.ports, "service.ports_unique", f"{base}.ports", "call port")
-    yield from _traffic(svc, base)
+    if indexes is None:
+        yield from _traffic(svc, base)
+    else:
+        yield _deferred("traffic.weights_sum", f"{base}.traffic", None,
+                        "traffic rules run once every deployment of the service parses")
     dkeys: dict[str, int] = {}
     for i, dep in enumerate(svc.deployments):
+        i = indexes[i] if indexes is not None else i
         path = f"{base}.deployments[{i}]"
         if dep.key is None:
             yield _finding("deployment.key_required", f"{path}.key", None,
                            f"name '{dep.name}' is not a valid key (^[a-z][a-z0-9-]{{0,39}}$); set `key`")
         elif dep.key in dkeys:
-            other = svc.deployments[dkeys[dep.key]]
+            other = next(d for d in svc.deployments if d.key == dep.key)
             hint = " (names may repeat, keys may not: give each deployment its own `key`)" \
                 if other.name == dep.name else ""
             yield _finding("deployment.key_unique", f"{path}.key", dep.key,
@@ -462,21 +493,35 @@ def validate(services: Sequence[Service | Mapping[str, Any]], inventory: Invento
         partial_inventory = True
     elif check_inventory:
         report.extend(inventory_findings(inv))
+    parsed, paths, indexes, found = parse_services(services, base)
+    report.extend(found)
+    report.extend(service_findings(parsed, paths, inv, partial_inventory, indexes))
+    return report
+
+
+def parse_services(services: Sequence[Any], base: str = "services"
+                   ) -> tuple[list[Service], list[str], list[list[int] | None], list[Finding]]:
+    """Parse services for `service_findings`: field errors as findings; a service whose only field errors are in
+    some deployments is kept without them (their indexes say which), so the other rules still run."""
     parsed: list[Service] = []
     paths: list[str] = []
+    indexes: list[list[int] | None] = []
+    findings: list[Finding] = []
     for i, raw in enumerate(services):
         path = f"{base}[{i}]"
         svc, found = parse(Service, raw, path)
-        report.extend(found)
+        findings.extend(found)
+        kept: list[int] | None = None
+        if svc is None:
+            svc, kept = parse_service_partially(raw)
         if svc is not None:
             parsed.append(svc)
             paths.append(path)
+            indexes.append(kept)
         else:
-            report.findings.append(_deferred("deployment.queue_exists", path, None,
-                                             "cross-object rules of this service run once its field errors are "
-                                             "fixed"))
-    report.extend(service_findings(parsed, paths, inv, partial_inventory))
-    return report
+            findings.append(_deferred("deployment.queue_exists", path, None,
+                                      "cross-object rules of this service run once its field errors are fixed"))
+    return parsed, paths, indexes, findings
 
 
 def require_valid(model: Model | None, report: Report) -> Any:

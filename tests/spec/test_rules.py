@@ -295,8 +295,12 @@ def test_all_violations_are_reported_at_once():
     dep(d, 1).update(security_group="sg-narrow")
     svc(d)["traffic"]["weights"] = {"stable": 90, "canary": 20}
     report = validate_stack(d).report
-    # priority is a field error, so deployment 0 does not parse; the other rules still run where they can.
-    assert "priority.range" in report.rules()
+    # priority is a field error, so deployment 0 does not parse; the other rules still run on the rest, with the
+    # input's paths, and what waits for deployment 0 is said.
+    assert [(f.rule, f.path) for f in report.errors] == [
+        ("priority.range", f"{D0}.priority"), ("security_group.allows_ports", f"{D1}.security_group")]
+    assert {(f.rule, f.path) for f in report.deferred} >= {("traffic.weights_sum", f"{P}.traffic")}
+    assert validate(d["services"], d["inventory"]).rules() == report.rules()
     d = base_stack()
     dep(d).update(subnet="sub-b")
     dep(d, 1).update(security_group="sg-narrow")
