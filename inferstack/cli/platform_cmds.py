@@ -123,9 +123,15 @@ def plan(
     file: StackPath,
     fmt: Annotated[Format, typer.Option("--format", help="text, or json (the plan as the API returns "
                                                          "it).")] = Format.text,
+    against: Annotated[Path | None, typer.Option(
+        "--against", help="Compare with this stack file instead of the running platform (offline: e.g. the file "
+                          "at the base of a pull request).")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Show what applying FILE to the running platform would change. Stores nothing."""
+    """Show what applying FILE to the running platform (or over --against OLD) would change. Stores nothing."""
+    if against is not None:
+        _offline_plan(against, file, fmt)
+        return
     data, root = _read_stack(file)
     with _client(data_dir) as client:
         result = _apply(client, file, root, data, dry_run=True)
@@ -134,6 +140,33 @@ def plan(
         return
     console.print(result["plan_text"], highlight=False, markup=False)
     _warnings(result)
+
+
+def _offline_plan(old_path: Path, new_path: Path, fmt: Format) -> None:
+    """The plan between two stack files, both checked against the default inventory plus their own."""
+    from ..plan import PlanContext, diff
+    from ..spec import default_inventory
+
+    stacks = []
+    for path in (old_path, new_path):
+        try:
+            loaded = load_file(path, default_inventory())
+        except StackFileError as exc:
+            err_console.print(f"[red]unreadable[/red] {exc}", highlight=False)
+            raise typer.Exit(EXIT_UNREADABLE) from None
+        if loaded.stack is None or not loaded.report.ok:
+            err_console.print(f"{path}: [red]invalid[/red]", highlight=False)
+            for f in loaded.report.errors:
+                err_console.print(f"  {f}", highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(EXIT_INVALID)
+        stacks.append(loaded.stack)
+    old, new = stacks
+    inventory = default_inventory().merged(old.inventory).merged(new.inventory)
+    result = diff(old, new, PlanContext(inventory=inventory))
+    if fmt is Format.json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        console.print(result.to_text(), highlight=False, markup=False)
 
 
 @app.command()
