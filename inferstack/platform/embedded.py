@@ -1,5 +1,5 @@
-"""Wires the runtime into the control plane: the reconciler (instances as processes), the gateway process
-(traffic split), invocation keys and `/metrics`. `server.serve` calls `attach` unless the runtime is off."""
+"""Wires the runtime into the control plane: the reconciler (instances as processes), the autoscaler, the gateway
+process (traffic split), invocation keys and `/metrics`. `server.serve` calls `attach` unless the runtime is off."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
+from .autoscaler import Autoscaler
 from .gateway.supervisor import GatewayProcess
 from .keys import InvocationKeys
 from .reconciler import Reconciler, Settings
@@ -39,10 +40,12 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
     keys = InvocationKeys(data_dir)
     reconciler = Reconciler(platform.store, data_dir, gateway=GatewayProcess() if gateway else None,
                             settings=settings or settings_from_env(), keys=keys)
+    autoscaler = Autoscaler(platform.store, reconciler)  # knobs: INFERSTACK_AUTOSCALE_* (AutoscalerSettings)
     platform.runtime = reconciler
+    platform.autoscaler = autoscaler
     platform.subscribe(reconciler.on_change)
-    platform.on_startup.append(reconciler.start)
-    platform.on_shutdown.append(reconciler.stop)
+    platform.on_startup.extend([reconciler.start, autoscaler.start])
+    platform.on_shutdown.extend([autoscaler.stop, reconciler.stop])  # no new counts while instances stop
 
     async def metrics(request: Request) -> PlainTextResponse:
         text = "\n".join(reconciler.metrics_lines()) + "\n"
