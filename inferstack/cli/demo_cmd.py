@@ -12,9 +12,9 @@ import httpx
 import typer
 from rich.table import Table
 
-from ..spec import default_inventory, load_file
-from .app import EXIT_INVALID, app, console, err_console
+from .app import EXIT_INVALID, app, console
 from .platform_cmds import _follow
+from .spec_cmds import require_stack
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
 
@@ -50,10 +50,7 @@ def demo(
     from ..platform import server
     from ..targets.local.client import PlatformClient
 
-    stack = load_file(file, default_inventory())
-    if not stack.report.ok:
-        err_console.print(str(stack.report), highlight=False)
-        raise typer.Exit(EXIT_INVALID)
+    stack = require_stack(file, "nothing started")
     root = data_dir or Path(tempfile.mkdtemp(prefix="inferstack-demo-"))
     console.print(f"[bold]1.[/bold] starting the embedded platform (data dir {root})", highlight=False)
     info = server.start_detached(root, runtime=True)

@@ -17,7 +17,7 @@ from ..spec import StackFileError, load_file
 from ..spec.stack import locate
 from ..targets.local.client import PlatformClient, PlatformError, PlatformUnreachable
 from .app import EXIT_INVALID, EXIT_OK, EXIT_UNREADABLE, app, console, err_console, platform_app
-from .spec_cmds import Format
+from .spec_cmds import Format, require_stack
 
 DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="The platform's data dir (default: $INFERSTACK_DATA_DIR, else ~/.inferstack). "
@@ -147,19 +147,7 @@ def _offline_plan(old_path: Path, new_path: Path, fmt: Format) -> None:
     from ..plan import PlanContext, diff
     from ..spec import default_inventory
 
-    stacks = []
-    for path in (old_path, new_path):
-        try:
-            loaded = load_file(path, default_inventory())
-        except StackFileError as exc:
-            err_console.print(f"[red]unreadable[/red] {exc}", highlight=False)
-            raise typer.Exit(EXIT_UNREADABLE) from None
-        if loaded.stack is None or not loaded.report.ok:
-            err_console.print(f"{path}: [red]invalid[/red]", highlight=False)
-            for f in loaded.report.errors:
-                err_console.print(f"  {f}", highlight=False, markup=False, soft_wrap=True)
-            raise typer.Exit(EXIT_INVALID)
-        stacks.append(loaded.stack)
+    stacks = [require_stack(path).stack for path in (old_path, new_path)]
     old, new = stacks
     inventory = default_inventory().merged(old.inventory).merged(new.inventory)
     result = diff(old, new, PlanContext(inventory=inventory))

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from ..spec import StackFileError, default_inventory, load_file
 from ..targets.kubernetes import RenderError, RenderOptions, render
 from .app import EXIT_INVALID, EXIT_OK, EXIT_UNREADABLE, app, console, err_console
+from .spec_cmds import require_stack
 
 # Files `render` owns in its output directory: `NN-<kind>-<name>.yaml`. Others are never touched.
 _RENDERED_FILE = re.compile(r"^\d\d-[a-z]+-[a-z0-9-]+\.yaml$")
@@ -33,19 +33,7 @@ def render_cmd(
                                                            "Default: the stack's kubernetes.cluster_bootstrap.")] = None,
 ) -> None:
     """Render a stack to Kubernetes objects. Exit 0 rendered, 1 invalid stack, 2 unreadable file."""
-    try:
-        loaded = load_file(file, default_inventory())
-    except StackFileError as exc:
-        err_console.print(f"[red]unreadable[/red] {exc}", highlight=False)
-        raise typer.Exit(EXIT_UNREADABLE) from exc
-    if loaded.stack is None or not loaded.report.ok:
-        err_console.print(f"{file}: [red]invalid[/red] ({len(loaded.report.errors)} error(s)); nothing rendered",
-                          highlight=False)
-        for f in loaded.report.errors:
-            line = f":{f.line}" if f.line else ""
-            err_console.print(f"  [red]error[/red] {file}{line} {f.path}: {f.message} [dim]({f.rule})[/dim]",
-                              highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INVALID)
+    loaded = require_stack(file, "nothing rendered")
     options = RenderOptions(namespace=namespace, include_secrets=include_secrets, cluster_bootstrap=cluster_bootstrap)
     try:
         result = render(loaded.stack, options)

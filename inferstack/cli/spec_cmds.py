@@ -9,13 +9,33 @@ from typing import Annotated
 
 import typer
 
-from ..spec import StackFileError, default_inventory, json_schema, load_file
+from ..spec import LoadedStack, StackFileError, default_inventory, json_schema, load_file
 from .app import EXIT_INVALID, EXIT_OK, EXIT_UNREADABLE, app, console, err_console
 
 
 class Format(str, Enum):
     text = "text"
     json = "json"
+
+
+def require_stack(path: Path, action: str = "") -> LoadedStack:
+    """A stack file that reads and validates (against the default inventory plus its own), or exit: 2 when it
+    cannot be read, 1 with its errors when it breaks rules. `action` says what did not happen (e.g. "nothing
+    rendered")."""
+    try:
+        loaded = load_file(path, default_inventory())
+    except StackFileError as exc:
+        err_console.print(f"[red]unreadable[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_UNREADABLE) from None
+    if loaded.stack is None or not loaded.report.ok:
+        err_console.print(f"{path}: [red]invalid[/red] ({len(loaded.report.errors)} error(s))"
+                          + (f"; {action}" if action else ""), highlight=False)
+        for f in loaded.report.errors:
+            line = f":{f.line}" if f.line else ""
+            err_console.print(f"  [red]error[/red] {path}{line} {f.path}: {f.message} [dim]({f.rule})[/dim]",
+                              highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INVALID)
+    return loaded
 
 
 @app.command()
