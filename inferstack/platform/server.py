@@ -131,7 +131,8 @@ def serve(data_dir: str | Path | None = None, host: str = "127.0.0.1", port: int
     which). `configure(platform)` may subscribe controllers before serving; `on_ready(info)` runs once it serves."""
     import uvicorn
 
-    from .api import Platform, create_app
+    from .api import create_app
+    from .control import Platform
     from .store import Store
 
     root = resolve_data_dir(data_dir)

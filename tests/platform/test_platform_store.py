@@ -8,7 +8,8 @@ from pathlib import Path
 import httpx
 from platform_harness import deployment, service
 
-from inferstack.platform.api import Platform, create_app
+from inferstack.platform.api import create_app
+from inferstack.platform.control import Platform
 from inferstack.platform.objects import DEPLOYMENT, SERVICE, condition, get_condition, set_condition
 from inferstack.platform.store import Store, changed_paths
 

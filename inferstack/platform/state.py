@@ -1,0 +1,194 @@
+"""The desired state in memory: what a write loads from the store, changes and hands to validate and the plan."""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import SecretStr
+
+from inferstack.spec import (
+    DEFAULT_KEY,
+    DEFAULT_NAME,
+    RULES,
+    SECRET_MASK,
+    Deployment,
+    Finding,
+    Inventory,
+    Report,
+    Service,
+    StackFile,
+    Traffic,
+)
+from inferstack.spec.validate import parse, prepaid_needs
+
+from .objects import (
+    DEPLOYMENT,
+    SERVICE,
+    SERVICE_FIELDS,
+    TRAFFIC,
+)
+from .store import Row, Store
+
+# --- the desired state in memory -----------------------------------------------------------------------------------
+
+@dataclass
+class ServiceState:
+    """One service as stored: its own fields, its deployments (by key, in order) and its traffic object."""
+
+    fields: dict[str, Any]
+    deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    traffic: dict[str, Any] = field(default_factory=lambda: Traffic().to_data())
+    converted: bool = False
+
+    def data(self) -> dict[str, Any]:
+        """Input of `Service` (secrets revealed)."""
+        return {**self.fields, "deployments": list(self.deployments.values()), "traffic": self.traffic}
+
+    def is_legacy(self) -> bool:
+        """Flat form not yet converted: the one `default` / `Default` deployment (the plan's rule too)."""
+        if self.converted:
+            return False
+        only_default = list(self.deployments) == [DEFAULT_KEY] and \
+            self.deployments[DEFAULT_KEY].get("name") == DEFAULT_NAME
+        return bool(self.fields.get("legacy_form")) or only_default
+
+
+def split_service(svc: Service) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
+    """A parsed service as the store keeps it: own fields, deployments by key, traffic (secrets revealed)."""
+    fields = svc.model_dump(mode="json", exclude_none=True, include=set(SERVICE_FIELDS))
+    return fields, {d.key: d.to_data() for d in svc.deployments}, svc.traffic.to_data()
+
+
+@dataclass
+class State:
+    """The whole desired state: inventory objects by kind and name, services by key (dict order = path order)."""
+
+    inventory: dict[str, dict[str, dict[str, Any]]]
+    services: dict[str, ServiceState]
+    replicas: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, store: Store) -> State:
+        inventory = {kind: {r.key: r.spec for r in store.list(kind)} for kind in Inventory.KINDS}
+        deployments: dict[str, list[Row]] = defaultdict(list)
+        for r in store.list(DEPLOYMENT):
+            deployments[r.parent].append(r)
+        traffic = {r.parent: r.spec for r in store.list(TRAFFIC)}
+        services: dict[str, ServiceState] = {}
+        replicas: dict[tuple[str, str, str], int] = {}
+        for r in store.list(SERVICE):
+            services[r.key] = ServiceState(dict(r.spec), {d.key: d.spec for d in deployments[r.key]},
+                                           traffic.get(r.key, Traffic().to_data()),
+                                           bool(r.status.get("converted")))
+            for d in deployments[r.key]:
+                for role, counts in (d.status.get("roles") or {}).items():
+                    if isinstance(counts, dict) and isinstance(counts.get("desired"), int):
+                        replicas[(r.key, d.key, role)] = counts["desired"]
+        return cls(inventory, services, replicas)
+
+    def copy(self) -> State:
+        return copy.deepcopy(self)
+
+    def first(self, service: str | None = None, deployment: str | None = None,
+              inventory: tuple[str, str] | None = None) -> State:
+        """Put the written objects first, so that findings name them at index 0."""
+        if service is not None and service in self.services:
+            self.services = _move_first(self.services, [service])
+            if deployment is not None:
+                svc = self.services[service]
+                svc.deployments = _move_first(svc.deployments, [deployment])
+        if inventory is not None:
+            kind, name = inventory
+            self.inventory[kind] = _move_first(self.inventory[kind], [name])
+        return self
+
+    def inventory_data(self) -> dict[str, list[dict[str, Any]]]:
+        return {kind: list(objs.values()) for kind, objs in self.inventory.items()}
+
+    def inventory_model(self) -> Inventory:
+        return Inventory.model_validate(self.inventory_data())
+
+    def services_data(self) -> list[dict[str, Any]]:
+        return [s.data() for s in self.services.values()]
+
+    def stack(self, services: Iterable[str], inventory: Iterable[tuple[str, str]]) -> StackFile:
+        """The part of the state a plan compares: the named services and inventory objects that exist."""
+        inv: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for kind, name in inventory:
+            if name in self.inventory[kind]:
+                inv[kind].append(self.inventory[kind][name])
+        return StackFile.model_validate({"inventory": dict(inv), "services": [
+            self.services[k].data() for k in services if k in self.services]})
+
+
+def _move_first(d: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    return {**{k: d[k] for k in keys if k in d}, **{k: v for k, v in d.items() if k not in keys}}
+
+
+def _restore_secrets(dep: Deployment, stored: dict[str, Any] | None, path: str) -> list[Finding]:
+    """A secret given as the mask (`[secret]`, what GET shows) keeps the stored value of the same env name."""
+    known: dict[tuple[str, str], str] = {}
+    if stored:
+        for e in stored.get("env") or []:
+            if e.get("secret") is not None:
+                known[("", e["name"])] = e["secret"]
+        for r in stored.get("roles") or []:
+            for e in r.get("env") or []:
+                if e.get("secret") is not None:
+                    known[(r["name"], e["name"])] = e["secret"]
+    out: list[Finding] = []
+    lists = [("", f"{path}.env", dep.env)] + [(r.name, f"{path}.roles[{i}].env", r.env)
+                                                for i, r in enumerate(dep.roles or [])]
+    for role, base, env in lists:
+        for i, e in enumerate(env):
+            if e.secret is not None and e.secret.get_secret_value() == SECRET_MASK:
+                value = known.get((role, e.name))
+                if value is None:
+                    out.append(_finding("field.invalid", f"{base}[{i}].secret", SECRET_MASK,
+                                        f"'{SECRET_MASK}' is how secrets are shown, not a value: env '{e.name}' has "
+                                        f"no stored secret to keep, so give its value"))
+                else:
+                    e.secret = SecretStr(value)
+    return out
+
+
+def _prepaid_needs(services: list[Service], inv: Inventory, written: set[str]) -> dict[tuple[str, str], list[int]]:
+    """Per (prepaid queue, spec): [instances the written services need, instances the other services hold]."""
+    out: dict[tuple[str, str], list[int]] = {}
+    for slot, by_service in prepaid_needs(services, inv).items():
+        mine = sum(n for i, n in by_service.items() if services[i].key in written)
+        out[slot] = [mine, sum(by_service.values()) - mine]
+    return out
+
+
+def _explain_capacity(report: Report, state: State, written: set[str]) -> list[Finding]:
+    """Capacity findings restated for admission: the queue, the spec, what the change needs and what is free."""
+    if "capacity.prepaid_fits" not in report.rules():
+        return report.findings
+    services = [s for s in (parse(Service, d, "")[0] for d in state.services_data()) if s is not None]
+    inv = state.inventory_model()
+    queues = inv.index("queues")
+    over = [(slot, n) for slot, n in _prepaid_needs(services, inv, written).items()
+            if sum(n) > queues[slot[0]].capacity.get(slot[1], sum(n))]
+    out = []
+    for f in report.findings:
+        slot = next(((s, n) for s, n in over if s[0] == f.value), None) if f.rule == "capacity.prepaid_fits" else None
+        if slot is None:
+            out.append(f)
+            continue
+        over.remove(slot)
+        (queue, spec), (mine, others) = slot
+        capacity = queues[queue].capacity[spec]
+        free = max(capacity - others, 0)
+        out.append(Finding(f.rule, f.path, f.value,
+                           f"prepaid queue '{queue}' cannot admit this: compute spec '{spec}' needs {mine} "
+                           f"instance(s) (replicas or autoscaling min, plus max surge) but {free} are free "
+                           f"({capacity} in the queue, {others} held by other services)", f.severity))
+    return out
+
+def _finding(rule: str, path: str, value: Any, message: str) -> Finding:
+    return Finding(rule, path, value, message, RULES[rule].severity)
