@@ -94,3 +94,17 @@ def test_multi_role_entry_instances_call_the_prefill_role(platform):
         time.sleep(0.1)
     assert answer.headers["x-inferstack-instance"].startswith("llm-pd-decode-")
     assert "llm-pd-prefill-" in str(answer.json()["prefill"])
+
+
+def test_private_gateway_admits_only_sources_its_security_groups_allow(platform):
+    client = platform.client()
+    dep = echo_deployment("main", security_group="sg-loopback")  # ingress 1024-65535 from 127.0.0.1/32 only
+    client.apply({"services": [echo_service("internal", [dep], network_type="private_gateway")]})
+    wait_ready(client, "internal")
+    url = client.get_service("internal")["status"]["gateway_url"]
+    allowed = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.1"), timeout=5)
+    other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=5)
+    with allowed, other:
+        assert allowed.post(f"{url}/v1/predict", json={"input": "x"}).status_code == 200  # no key needed
+        refused = other.post(f"{url}/v1/predict", json={"input": "x"})
+    assert refused.status_code == 403 and refused.headers["content-type"].startswith("application/json")
