@@ -423,3 +423,22 @@ def rotate_key(
         answer = client.request("POST", f"/v1/services/{service}/keys/rotate")
     console.print(f"new invocation key of {service}: {answer['key']}\n{answer['message']}", highlight=False,
                   markup=False)
+
+
+@app.command()
+def logs(
+    service: Annotated[str, typer.Argument(help="Service key.")],
+    deployment: Annotated[str, typer.Argument(help="Deployment key.")],
+    tail: Annotated[int, typer.Option("--tail", help="Lines per instance.")] = 50,
+    data_dir: DataDir = None,
+) -> None:
+    """The last lines of every instance's log of a deployment (kept after instances stop, for post-mortems)."""
+    with _client(data_dir) as client:
+        answer = client.request("GET", f"/v1/services/{service}/deployments/{deployment}/logs",
+                                params={"tail": tail})
+    if not answer["instances"]:
+        console.print(f"no instance of {service}/{deployment} has logged anything yet", highlight=False)
+    for inst in answer["instances"]:
+        console.print(f"[bold]== {inst['instance']}[/bold]", highlight=False)
+        for line in inst["lines"]:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)

@@ -78,8 +78,28 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
         reconciler._publish_wanted.set()
         return JSONResponse({"service": key, "key": plain, "message": "the old key stops working now"})
 
+    async def logs(request: Request) -> JSONResponse:
+        """The last lines of each instance's log (stdout and stderr), newest instances last."""
+        key, dkey = request.path_params["key"], request.path_params["dkey"]
+        row = platform.store.get("deployment", dkey, key)
+        if row is None:
+            return JSONResponse({"error": "not_found", "message": f"services/{key}/deployments/{dkey} does not "
+                                 f"exist"}, 404)
+        try:
+            tail = max(1, min(int(request.query_params.get("tail", "100")), 10_000))
+        except ValueError:
+            return JSONResponse({"error": "bad_request", "message": "tail must be a whole number"}, 400)
+        log_dir = Path(data_dir) / "logs" / key / dkey
+        out = []
+        for path in sorted(log_dir.glob("*.log"), key=lambda p: (p.stat().st_mtime, p.name)):
+            with path.open("rb") as f:
+                lines = f.read().decode(errors="replace").splitlines()[-tail:]
+            out.append({"instance": path.stem, "lines": lines})
+        return JSONResponse({"service": key, "deployment": dkey, "instances": out})
+
     platform.routes.extend([
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/services/{key}/deployments/{dkey}/logs", logs, methods=["GET"]),
         Route("/v1/services/{key}/keys", reveal_key, methods=["GET"]),
         Route("/v1/services/{key}/keys/rotate", rotate_key, methods=["POST"]),
     ])

@@ -108,3 +108,24 @@ def test_private_gateway_admits_only_sources_its_security_groups_allow(platform)
         assert allowed.post(f"{url}/v1/predict", json={"input": "x"}).status_code == 200  # no key needed
         refused = other.post(f"{url}/v1/predict", json={"input": "x"})
     assert refused.status_code == 403 and refused.headers["content-type"].startswith("application/json")
+
+
+def test_instance_logs_are_readable_through_the_api_and_the_cli(platform):
+    import os
+    import subprocess
+    import sys
+
+    client = platform.client()
+    client.apply({"services": [echo_service("logged", [echo_deployment("main", replicas=2)])]})
+    wait_ready(client, "logged")
+    answer = client.request("GET", "/v1/services/logged/deployments/main/logs", params={"tail": 5})
+    instances = {i["instance"]: i["lines"] for i in answer["instances"]}
+    assert set(instances) == {"logged-main-main-1", "logged-main-main-2"}
+    assert all(0 < len(lines) <= 5 for lines in instances.values())
+    env = {**os.environ, "INFERSTACK_URL": platform.url, "INFERSTACK_TOKEN": platform.token, "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-m", "inferstack", "logs", "logged", "main", "--tail", "3"],
+                            check=False, capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "== logged-main-main-1" in result.stdout and "== logged-main-main-2" in result.stdout
+    missing = platform.http().get("/v1/services/logged/deployments/nope/logs")
+    assert missing.status_code == 404
