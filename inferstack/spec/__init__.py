@@ -41,6 +41,7 @@ from .service import (
     Service,
     TcpAction,
     Traffic,
+    rolling_bounds,
 )
 from .stack import (
     KubernetesOptions,
@@ -111,6 +112,7 @@ __all__ = [
     "json_schema",
     "load_file",
     "load_text",
+    "rolling_bounds",
     "service_findings",
     "validate",
     "validate_stack",

@@ -6,6 +6,7 @@ all violations are reported at once with their exact paths."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_serializer, model_validator
@@ -154,11 +155,17 @@ class RollingUpdate(Model):
 
     def bounds(self, replicas: int) -> tuple[int, int]:
         """(max unavailable, max surge) in instances for `replicas`, Kubernetes rounding; never both 0."""
-        surge = math.ceil(replicas * self.max_surge / 100 - 1e-9)
-        unavailable = math.floor(replicas * self.max_unavailable / 100 + 1e-9)
-        if surge == 0 and unavailable == 0:
-            unavailable = 1
-        return unavailable, surge
+        return rolling_bounds(replicas, self.max_unavailable, self.max_surge)
+
+
+def rolling_bounds(replicas: int, max_unavailable_pct: float, max_surge_pct: float) -> tuple[int, int]:
+    """Kubernetes rounding of a rolling update's percentages at `replicas`: (max unavailable rounded down, max surge
+    rounded up); when both come out 0, one instance may be unavailable. Exact decimal arithmetic (25 % of 4 is 1)."""
+    surge = math.ceil(Fraction(str(max_surge_pct)) * replicas / 100)
+    unavailable = math.floor(Fraction(str(max_unavailable_pct)) * replicas / 100)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return unavailable, surge
 
 
 class Schedule(Model):

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 from inferstack.platform.runtime.probes import Probes
+from inferstack.spec import rolling_bounds
 
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
 """Variables an instance takes from the platform's own environment (a local process needs a PATH); nothing else leaks."""
@@ -95,9 +94,7 @@ class RollingUpdate:
             raise ValueError("max surge and max unavailable cannot both be 0")
 
     def bounds(self, replicas: int) -> tuple[int, int]:
-        """(max surge, max unavailable) as instance counts: surge rounds up, unavailable down; both 0 → unavailable 1."""
-        surge = math.ceil(Fraction(str(self.max_surge_pct)) * replicas / 100)
-        unavailable = math.floor(Fraction(str(self.max_unavailable_pct)) * replicas / 100)
-        if surge == 0 and unavailable == 0:
-            unavailable = 1
+        """(max surge, max unavailable) as instance counts: surge rounds up, unavailable down; both 0 → unavailable 1
+        (the spec's rounding, one implementation for the plan and the runtime)."""
+        unavailable, surge = rolling_bounds(replicas, self.max_unavailable_pct, self.max_surge_pct)
         return surge, unavailable
