@@ -104,7 +104,7 @@ def create_app(platform: Platform, token: str) -> Starlette:
         return _respond(outcome.body, outcome.status_code, ctx.request_id)
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"ok": True, "runtime": getattr(platform, "runtime", None) is not None})
+        return JSONResponse({"ok": True, "runtime": platform.runtime is not None})
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())

@@ -147,6 +147,7 @@ class Platform:
         self.on_startup: list[Callable[[], Awaitable[None]]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
         self.routes: list[Route] = []
+        self.runtime: Any | None = None  # the reconciler, when instances run (`embedded.attach`)
 
     def subscribe(self, hook: ChangeHook) -> None:
         self.subscribers.append(hook)

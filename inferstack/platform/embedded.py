@@ -75,7 +75,7 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
         if isinstance(key, JSONResponse):
             return key
         plain = keys.rotate(key)
-        reconciler._publish_wanted.set()
+        reconciler.request_publish()
         return JSONResponse({"service": key, "key": plain, "message": "the old key stops working now"})
 
     async def logs(request: Request) -> JSONResponse:

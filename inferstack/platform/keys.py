@@ -69,9 +69,9 @@ class InvocationKeys:
             self._save(data)
             return key
 
-    def hashes(self, service: str) -> list[str]:
-        entry = self._load().get(service)
-        return [entry["hash"]] if entry else []
+    def hashes(self) -> dict[str, list[str]]:
+        """Every service's key hashes, read once (the routing snapshot needs them all)."""
+        return {service: [entry["hash"]] for service, entry in self._load().items()}
 
     def forget(self, service: str) -> None:
         with self._lock:

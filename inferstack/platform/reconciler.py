@@ -366,6 +366,10 @@ class Reconciler:
         finally:
             self._withdrawn.discard(record.id)
 
+    def request_publish(self) -> None:
+        """Push a new routing snapshot soon (e.g. after an invocation key changed)."""
+        self._publish_wanted.set()
+
     async def _publisher(self) -> None:
         while True:
             await self._publish_wanted.wait()
@@ -391,6 +395,7 @@ class Reconciler:
     def snapshot(self, version: int) -> dict[str, Any]:
         inventory = self._inventory()
         groups = inventory.index("security_groups")
+        key_hashes = self.keys.hashes()
         services = []
         for svc_row in self.store.list(SERVICE):
             svc_key = svc_row.key
@@ -416,7 +421,7 @@ class Reconciler:
                 "key": svc_key,
                 "network_type": spec.get("network_type", "public_gateway"),
                 "listeners": [{"port": p, "bind_port": int(bound.get(str(p), 0))} for p in spec.get("ports", [8000])],
-                "invocation_key_hashes": self.keys.hashes(svc_key),
+                "invocation_key_hashes": key_hashes.get(svc_key, []),
                 "allowed_sources": sources,
                 "traffic": traffic,
                 "deployments": deployments,
@@ -433,8 +438,7 @@ class Reconciler:
             if row is None:
                 continue
             urls = {p: f"http://127.0.0.1:{b}" for p, b in sorted(ports.items(), key=lambda i: int(i[0]))}
-            first = urls[str(row.spec.get("ports", [8000])[0])] if str(row.spec.get("ports", [8000])[0]) in urls \
-                else next(iter(urls.values()), None)
+            first = urls.get(str(row.spec.get("ports", [8000])[0])) or next(iter(urls.values()), None)
             patch = {"gateway_ports": ports, "gateway_urls": urls, "gateway_url": first}
             if any(row.status.get(k) != v for k, v in patch.items()):
                 self.store.write_status(SERVICE, svc, patch, event=None)
