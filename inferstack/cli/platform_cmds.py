@@ -407,9 +407,13 @@ def events(
     for col in ("Seq", "Time", "Object", "Action", "Request", "Gen", "Changes"):
         table.add_column(col)
     for e in items:
-        changes = ", ".join(e["changes"][:6]) + (" …" if len(e["changes"]) > 6 else "")
-        table.add_row(str(e["seq"]), e["time"], e["object"], e["action"], e["request_id"], str(e["generation"]),
-                      changes)
+        if e.get("action") == "event":  # a runtime event: its reason and message
+            what = e["reason"] + (" (warning)" if e.get("type") == "Warning" else "")
+            details = e.get("message", "")
+        else:
+            what = e["action"]
+            details = ", ".join(e["changes"][:6]) + (" …" if len(e["changes"]) > 6 else "")
+        table.add_row(str(e["seq"]), e["time"], e["object"], what, e["request_id"], str(e["generation"]), details)
     console.print(table)
 
 

@@ -274,7 +274,7 @@ def openapi_document() -> dict[str, Any]:
             "warnings": {"type": "array", "items": {"type": "object"}}}},
         "Events": {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
             k: {} for k in ("seq", "time", "object", "action", "request_id", "generation", "resource_version",
-                            "changes", "uid")}}}}},
+                            "changes", "uid", "type", "reason", "message")}}}}},
     }
 
     def model_ref(model: type, name: str, only: tuple[str, ...] | None = None) -> dict[str, str]:

@@ -1,12 +1,16 @@
 """The platform's state in SQLite (WAL): one row per object, an event log, and a revision counter.
 
-Layout (schema version 1):
+Layout (schema version 2):
 - `objects(kind, parent, key)` — every object: inventory kinds (`vpcs`, `queues`, …: the `Inventory` attribute
   names), `service`, `deployment` and `traffic` (parent = the service key). Columns: uid, generation,
   resource_version, created_at, updated_at, spec (JSON, secrets included: the file is the data dir's, mode 0600),
   status (JSON, owned by controllers after creation).
-- `events(seq)` — one row per object write: time, object path, service, action, request id, generation,
-  resource version and the changed spec paths (never values, so never secrets).
+- `events(seq)` — one log for what users and controllers did. A spec write appends one row per object: time, object
+  path, service, action (`create`, `update`, …), request id, generation, resource version and the changed spec
+  paths (never values, so never secrets). A runtime event (`record_event`: an instance started, crashed or was
+  preempted, the gateway restarted, …) appends a row with action `event`, a `type` (`Normal` | `Warning`), a
+  CamelCase `reason` and a `message` a person can read; its message must never carry a secret. Version 1 stores
+  (no type/reason/message columns) are migrated in place on open.
 - `meta(key)` — `schema_version`, `revision` (the last resource version handed out; every row write takes the next).
 
 A `Tx` is one SQLite transaction (`BEGIN IMMEDIATE` … `COMMIT`): either every row of a write lands or none does.
@@ -15,6 +19,7 @@ A `Tx` is one SQLite transaction (`BEGIN IMMEDIATE` … `COMMIT`): either every 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import uuid
@@ -28,7 +33,9 @@ from inferstack.spec import default_inventory
 
 from .objects import now, object_path, owning_service
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+PLATFORM = "platform"  # the kind of events about the platform itself (the gateway process, the server)
+EVENT_TYPES = ("Normal", "Warning")
 DB_NAME = "platform.db"
 
 _SCHEMA = """
@@ -56,7 +63,10 @@ CREATE TABLE events (
     request_id TEXT NOT NULL,
     generation INTEGER NOT NULL,
     resource_version INTEGER NOT NULL,
-    changes TEXT NOT NULL
+    changes TEXT NOT NULL,
+    type TEXT NOT NULL DEFAULT 'Normal',
+    reason TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX events_by_object ON events (object, seq);
 CREATE INDEX events_by_service ON events (service, seq);
@@ -246,8 +256,22 @@ class Store:
             self._create(bootstrap=new)
         else:
             (version,) = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if int(version) != SCHEMA_VERSION:
+            if int(version) == 1:
+                self._migrate_v1()
+            elif int(version) != SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path}: schema version {version}, this platform reads {SCHEMA_VERSION}")
+
+    def _migrate_v1(self) -> None:
+        """Version 1 → 2: the events table gains type, reason and message (runtime events), in one transaction."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            for column, default in (("type", "'Normal'"), ("reason", "''"), ("message", "''")):
+                self._conn.execute(f"ALTER TABLE events ADD COLUMN {column} TEXT NOT NULL DEFAULT {default}")
+            self._conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
     def _create(self, bootstrap: bool) -> None:
         """Schema, and in a new data dir the default inventory — in one transaction, so a crash leaves nothing."""
@@ -315,8 +339,8 @@ class Store:
     def events(self, *, service: str | None = None, object: str | None = None, since: int = 0,
                limit: int | None = None) -> list[dict[str, Any]]:
         """Events in order, of one service (its own, its deployments' and its traffic's) or one object path."""
-        sql = ("SELECT seq, time, object, action, request_id, generation, resource_version, changes, uid "
-               "FROM events WHERE seq > ?")
+        sql = ("SELECT seq, time, object, action, request_id, generation, resource_version, changes, uid, type, "
+               "reason, message FROM events WHERE seq > ?")
         args: list[Any] = [since]
         if service is not None:
             sql += " AND service = ?"
@@ -331,8 +355,9 @@ class Store:
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
         return [{"seq": seq, "time": t, "object": obj, "action": action, "request_id": rid, "generation": gen,
-                 "resource_version": str(rv), "changes": json.loads(changes), "uid": uid}
-                for seq, t, obj, action, rid, gen, rv, changes, uid in rows]
+                 "resource_version": str(rv), "changes": json.loads(changes), "uid": uid, "type": type_,
+                 "reason": reason, "message": message}
+                for seq, t, obj, action, rid, gen, rv, changes, uid, type_, reason, message in rows]
 
     def revision(self) -> int:
         with self._lock:
@@ -356,6 +381,31 @@ class Store:
             return tx.patch_status(kind, key, patch, parent=parent, action=event)
 
 
+    def record_event(self, kind: str, key: str, reason: str, message: str, *, parent: str = "",
+                     type: str = "Normal", request_id: str = "platform") -> dict[str, Any]:
+        """Append a runtime event about an object (`kind`/`key`/`parent` as in `get`) or about the platform itself
+        (`kind="platform"`, e.g. `key="gateway"`: object path `platform/gateway`, no service). The object's uid and
+        generation are stamped when it exists; the resource version is the store's current revision (an event
+        changes no object). `reason` is CamelCase (`Started`, `BackOff`, `GatewayRestarted`); `message` is for a
+        person and must never carry a secret. Returns the event as `events()` lists it."""
+        if type not in EVENT_TYPES:
+            raise ValueError(f"event type {type!r} is not one of {EVENT_TYPES}")
+        if not re.fullmatch(r"[A-Z][A-Za-z0-9]{0,63}", reason):
+            raise ValueError(f"event reason {reason!r} is not a CamelCase word")
+        with self.transaction(request_id) as tx:
+            row = None if kind == PLATFORM else tx.get(kind, key, parent)
+            path = f"{PLATFORM}/{key}" if kind == PLATFORM else object_path(kind, key, parent)
+            service = "" if kind == PLATFORM else owning_service(kind, key, parent)
+            (rev,) = self._conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+            cur = self._conn.execute(
+                "INSERT INTO events (time, object, service, uid, action, request_id, generation, resource_version, "
+                "changes, type, reason, message) VALUES (?, ?, ?, ?, 'event', ?, ?, ?, '[]', ?, ?, ?)",
+                (now(), path, service, row.uid if row else "", request_id, row.generation if row else 0, int(rev),
+                 type, reason, message))
+            seq = cur.lastrowid
+        return self.events(since=seq - 1, limit=1)[0]
+
+
 def dump_database(path: Path | str) -> dict[str, list[tuple]]:
     """A logical dump of a platform database opened read-only from outside the server (tests compare two)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -371,4 +421,4 @@ def _dump(conn: sqlite3.Connection) -> dict[str, list[tuple]]:
     return {t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
 
 
-__all__ = ["DB_NAME", "Change", "Row", "Store", "Tx", "changed_paths", "dump_database"]
+__all__ = ["DB_NAME", "EVENT_TYPES", "PLATFORM", "Change", "Row", "Store", "Tx", "changed_paths", "dump_database"]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import httpx
+import pytest
 from platform_harness import deployment, service
 
 from inferstack.platform.api import create_app
 from inferstack.platform.control import Platform
 from inferstack.platform.objects import DEPLOYMENT, SERVICE, condition, get_condition, set_condition
-from inferstack.platform.store import Store, changed_paths
+from inferstack.platform.store import PLATFORM, Store, changed_paths
 
 
 def test_a_status_write_moves_the_resource_version_but_not_the_generation(tmp_path: Path) -> None:
@@ -76,3 +78,55 @@ def test_subscribers_hear_of_every_committed_change_and_not_of_dry_runs_or_refus
 
     assert asyncio.run(writes()) == [201, 200, 422, 200, 201, 200]
     assert heard == ["a", "a", "a"]
+
+
+def test_runtime_events_share_the_log_with_spec_changes_and_name_object_reason_and_message(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    with store.transaction("t") as tx:
+        tx.put(SERVICE, "chat", {"name": "chat"})
+        dep = tx.put(DEPLOYMENT, "stable", {"name": "stable"}, parent="chat")
+    revision = store.revision()
+    started = store.record_event(DEPLOYMENT, "stable", "Started", "instance stable-1 started (pid 42)", parent="chat")
+    crashed = store.record_event(DEPLOYMENT, "stable", "BackOff", "exited with code 3", parent="chat",
+                                 type="Warning")
+    gateway = store.record_event(PLATFORM, "gateway", "GatewayRestarted", "restart 1 after exit code -9")
+    assert store.revision() == revision  # an event changes no object
+    assert (started["object"], started["action"], started["reason"], started["type"], started["uid"],
+            started["generation"]) == ("services/chat/deployments/stable", "event", "Started", "Normal", dep.uid, 1)
+    assert crashed["type"] == "Warning" and crashed["message"] == "exited with code 3"
+    assert gateway["object"] == "platform/gateway" and gateway["uid"] == ""
+    assert [e["action"] for e in store.events(service="chat")] == ["create", "create", "event", "event"]
+    assert [e["reason"] for e in store.events(object="platform/gateway")] == ["GatewayRestarted"]
+    with pytest.raises(ValueError, match="CamelCase"):
+        store.record_event(PLATFORM, "gateway", "not camel", "x")
+    with pytest.raises(ValueError, match="event type"):
+        store.record_event(PLATFORM, "gateway", "Started", "x", type="Error")
+
+
+def test_a_version_1_store_is_migrated_in_place_and_keeps_its_events(tmp_path: Path) -> None:
+    db = tmp_path / "platform.db"
+    conn = sqlite3.connect(db)
+    conn.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE objects (kind TEXT NOT NULL, parent TEXT NOT NULL DEFAULT '', key TEXT NOT NULL,
+            uid TEXT NOT NULL UNIQUE, generation INTEGER NOT NULL, resource_version INTEGER NOT NULL,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL, spec TEXT NOT NULL, status TEXT NOT NULL,
+            PRIMARY KEY (kind, parent, key));
+        CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, object TEXT NOT NULL,
+            service TEXT NOT NULL, uid TEXT NOT NULL, action TEXT NOT NULL, request_id TEXT NOT NULL,
+            generation INTEGER NOT NULL, resource_version INTEGER NOT NULL, changes TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1'), ('revision', '1');
+        INSERT INTO objects VALUES ('service', '', 'chat', 'u1', 1, 1, 't', 't', '{"name":"chat"}', '{}');
+        INSERT INTO events (time, object, service, uid, action, request_id, generation, resource_version, changes)
+            VALUES ('t', 'services/chat', 'chat', 'u1', 'create', 'r1', 1, 1, '["name"]');
+    """)
+    conn.commit()
+    conn.close()
+    store = Store.open(tmp_path)
+    (old,) = store.events()
+    assert (old["action"], old["changes"], old["type"], old["reason"], old["message"]) == \
+        ("create", ["name"], "Normal", "", "")
+    store.record_event(SERVICE, "chat", "Routed", "snapshot 7 is live")
+    store.close()
+    reopened = Store.open(tmp_path)  # version 2 now: opens without migrating again
+    assert [e["action"] for e in reopened.events()] == ["create", "event"]
