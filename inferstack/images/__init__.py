@@ -1,5 +1,9 @@
 """The platform's preset images (预置镜像): each maps to a runnable local command and its default probes.
 
+In a cluster (the kubernetes target) a preset is the container image ``<registry>/<name>:<release>`` — pinned to the
+release it was published with, never ``:latest`` — with the same default probes (readiness ``readiness_path``,
+liveness ``liveness_path``, on the listen port).
+
 Kept free of imports beyond ``sys``: ``python -m inferstack.images.echo`` imports this package first, on its
 start-up budget.
 """
@@ -12,6 +16,7 @@ PRESET_IMAGES: dict[str, dict] = {
         "listen_port_env": "PORT",
         "readiness_path": "/healthz",
         "liveness_path": "/livez",
+        "release": "0.1.0",
         "description": "Deterministic toy model server: /v1/predict, OpenAI-style /v1/completions (streaming), "
                        "/v1/prefill for multi-role; knobs ECHO_* (see inferstack/images/echo.py).",
     },

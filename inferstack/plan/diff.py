@@ -9,7 +9,7 @@ its deleted deployments (after traffic has moved away from them); inventory dele
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from inferstack.spec import (
@@ -31,6 +31,7 @@ from inferstack.spec import (
 )
 
 from .cost import plan_cost
+from .kubernetes import kubernetes_warnings
 from .model import Change, Kind, Plan, PlanContext, PropertyChange, RoleImpact
 from .normalise import (
     SERVICE_FIELDS,
@@ -176,7 +177,7 @@ def _with_rollout(change: Change | None, old: Deployment, new: Deployment, conte
         return None
     properties = change.properties if change else []
     old_roles, new_roles = roles_by_name(old), roles_by_name(new)
-    reasons = redeploy_reasons(properties, set(old_roles), list(new_roles))
+    reasons = redeploy_reasons(properties, set(old_roles), list(new_roles), context.target or "local")
     extra = legacy.reasons(properties) if legacy_default else []
     if extra:
         for role in new_roles:
@@ -293,10 +294,12 @@ def _inventory_changes(old: Inventory, new: Inventory) -> tuple[list[Change], li
 def diff(old: StackFile | None, new: StackFile | None, context: PlanContext | None = None) -> Plan:
     """What changing `old` (None: nothing yet) into `new` means, in convergence order. Services of `old` missing from
     `new` are deleted; so are inventory objects `old` declares and `new` does not. The stacks' `target` and
-    `kubernetes` options are not compared (they choose where a stack converges, not what it holds)."""
-    context = context or PlanContext()
+    `kubernetes` options are not compared (they choose where a stack converges, not what it holds); the target
+    (`context.target`, else `new`'s) decides what replaces instances, and on `kubernetes` the plan also says what
+    Kubernetes needs done by hand (plan/kubernetes.py)."""
     old = old or StackFile()
     new = new or StackFile()
+    context = replace(context or PlanContext(), target=(context.target if context else None) or new.target)
     early, late = _inventory_changes(old.inventory, new.inventory)
     changes = list(early)
     new_services = {key_of_service(s): s for s in new.services}
@@ -307,6 +310,8 @@ def diff(old: StackFile | None, new: StackFile | None, context: PlanContext | No
     for key, svc in new_services.items():
         changes.extend(_service_changes(old_services.get(key), svc, context))
     changes.extend(late)
+    if context.target == "kubernetes":
+        kubernetes_warnings(changes, old, new)
     return Plan(changes=changes, warnings=[w for c in changes for w in c.warnings],
                 cost=plan_cost(old, new, context))
 

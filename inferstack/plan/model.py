@@ -24,6 +24,9 @@ class PlanContext:
     """(service key, deployment key, role name) -> live instance count."""
     converted: set[str] = field(default_factory=set)
     """Keys of legacy (flat) services the platform has already converted (they got a first added deployment)."""
+    target: Literal["local", "kubernetes"] | None = None
+    """Where the change converges, which decides what replaces instances (rollout.py); None: the new stack's
+    `target`. The embedded platform plans for `local` whatever a stack file says."""
 
 
 @dataclass

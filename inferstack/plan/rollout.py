@@ -1,11 +1,20 @@
 """Rollout impact: which roles of a changed deployment redeploy, why, and how capacity dips and surges meanwhile.
 
 A change redeploys (its instances are replaced by a rolling update) unless it only moves what the control plane
-applies to running instances: the replica count, autoscaling bounds, the rolling update policy itself, the graceful
-shutdown period, priority (scheduling order), the display name, `accept_traffic` and the entry role (gateway
-routing), and the security group (enforced at the gateway / network, not in the instance). Anything else — image,
-model, command, env, compute spec, probes, mounts, ports, queue, subnet, idle resources, NUMA affinity, inference mode
-— redeploys: an unknown field redeploys too, because saying "no impact" wrongly is the worse error."""
+applies to running instances. What that is depends on the target:
+
+- **local** (the embedded platform): the replica count, autoscaling bounds, the rolling update policy itself, the
+  graceful shutdown period, priority (scheduling order), the display name, `accept_traffic` and the entry role
+  (gateway routing), and the security group (enforced at the gateway / network, not in the instance).
+- **kubernetes**: a Deployment replaces its pods whenever the pod template changes. The graceful period
+  (`terminationGracePeriodSeconds`), priority (`priorityClassName`), `accept_traffic` and the entry role (the
+  `inferstack.io/traffic` pod label) are in the template, so they redeploy there; the replica count, autoscaling, the
+  rolling update (the Deployment's strategy and its PodDisruptionBudget), the display name (an annotation of the
+  Deployment), the security group (a NetworkPolicy) and the subnet (not rendered) are not.
+
+Anything else — image, model, command, env, compute spec, probes, mounts, ports, queue, idle resources, NUMA
+affinity, inference mode — redeploys on both: an unknown field redeploys too, because saying "no impact" wrongly is
+the worse error."""
 
 from __future__ import annotations
 
@@ -15,16 +24,29 @@ from .model import PlanContext, PropertyChange, RoleImpact
 
 NO_REDEPLOY = frozenset({"name", "replicas", "autoscaling", "rolling_update", "graceful_shutdown_s", "priority",
                          "accept_traffic", "security_group"})
-"""Deployment-level (and standard-mode role) fields whose change does not replace instances."""
+"""Deployment-level (and standard-mode role) fields whose change does not replace instances (local target)."""
 ROLE_NO_REDEPLOY = frozenset({"replicas", "autoscaling", "rolling_update", "entry"})
-"""Fields of a multi-role deployment's role whose change does not replace instances."""
+"""Fields of a multi-role deployment's role whose change does not replace instances (local target)."""
+KUBERNETES_NO_REDEPLOY = frozenset({"name", "replicas", "autoscaling", "rolling_update", "security_group", "subnet"})
+"""Deployment-level fields whose change leaves the pod template alone (kubernetes target)."""
+KUBERNETES_ROLE_NO_REDEPLOY = frozenset({"replicas", "autoscaling", "rolling_update"})
+"""Role fields whose change leaves the role's pod template alone (kubernetes target)."""
 
 
-def redeploy_reasons(properties: list[PropertyChange], old_roles: set[str], new_roles: list[str]) -> dict[str, list[str]]:
-    """Role name → the property paths that redeploy it (roles that do not redeploy are left out).
+def no_redeploy(target: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(deployment-level, role-level) fields whose change does not replace instances on `target`."""
+    if target == "kubernetes":
+        return KUBERNETES_NO_REDEPLOY, KUBERNETES_ROLE_NO_REDEPLOY
+    return NO_REDEPLOY, ROLE_NO_REDEPLOY
+
+
+def redeploy_reasons(properties: list[PropertyChange], old_roles: set[str], new_roles: list[str],
+                     target: str = "local") -> dict[str, list[str]]:
+    """Role name → the property paths that redeploy it on `target` (roles that do not redeploy are left out).
 
     A role added or removed in a multi-role deployment redeploys the other roles: every instance is given the other
     roles' endpoints in its environment. A role that is new has nothing to redeploy (it starts)."""
+    deployment_fields, role_fields = no_redeploy(target)
     shared: list[str] = []
     own: dict[str, list[str]] = {r: [] for r in new_roles}
     mode_changed = False
@@ -36,9 +58,9 @@ def redeploy_reasons(properties: list[PropertyChange], old_roles: set[str], new_
                 for other in new_roles:
                     if other != role:
                         own[other].append(p.path)
-            elif p.parts[2] not in ROLE_NO_REDEPLOY and role in own:
+            elif p.parts[2] not in role_fields and role in own:
                 own[role].append(p.path)
-        elif head not in NO_REDEPLOY:
+        elif head not in deployment_fields:
             shared.append(p.path)
             mode_changed = mode_changed or head == "inference_mode"
     out = {}

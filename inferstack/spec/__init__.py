@@ -16,6 +16,7 @@ from .inventory import (
     Subnet,
     Vpc,
 )
+from .kubernetes import DataPlane, GatewayRef, Gateways, KubernetesOptions, Monitoring
 from .rules import RULES, Rule
 from .service import (
     DEFAULT_KEY,
@@ -44,7 +45,6 @@ from .service import (
     rolling_bounds,
 )
 from .stack import (
-    KubernetesOptions,
     LoadedStack,
     StackFile,
     StackFileError,
@@ -68,10 +68,13 @@ __all__ = [
     "Autoscaling",
     "ComputeSpec",
     "ConsistentHash",
+    "DataPlane",
     "Deployment",
     "DeploymentPorts",
     "EnvVar",
     "Finding",
+    "GatewayRef",
+    "Gateways",
     "HeaderRule",
     "HttpAction",
     "Image",
@@ -84,6 +87,7 @@ __all__ = [
     "Mirror",
     "Model",
     "ModelSource",
+    "Monitoring",
     "Mount",
     "PresetImage",
     "Prices",

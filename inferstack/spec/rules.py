@@ -105,6 +105,11 @@ _RULES = [
     Rule("numa.exceeds_half_machine", "NUMA affinity has no policy past half a machine's CPUs or GPUs",
          Severity.WARNING),
     Rule("use_idle.no_lender", "no queue of the inventory lends idle resources", Severity.WARNING),
+    # the kubernetes target (stacks with `target: kubernetes`, and whatever `inferstack render` renders)
+    Rule("kubernetes.object_name_unique", "keys of different services or deployments do not join into one "
+         "Kubernetes object name ('a-b'+'c' = 'a'+'b-c')"),
+    Rule("kubernetes.route_path_unique", "stacks sharing a Gateway do not claim one route path "
+         "(`<path_prefix>/<service-key>`)"),
     Rule("autoscaling.replicas_outside_bounds", "the starting replicas lie outside the autoscaling bounds",
          Severity.WARNING),
 ]

@@ -12,23 +12,10 @@ from pydantic import Field
 
 from .findings import Finding, Report, Severity
 from .inventory import Inventory
+from .kubernetes import KubernetesOptions, kubernetes_findings
 from .service import Service
-from .types import Model, Ref
+from .types import Model
 from .validate import inventory_findings, parse, parse_services, service_findings
-
-
-class GatewayRef(Model):
-    name: Ref = Field("inferstack", description="Gateway API Gateway the HTTPRoutes attach to.")
-    namespace: Ref | None = Field(None, description="Namespace of that Gateway (default: the stack's).")
-
-
-class KubernetesOptions(Model):
-    """Options of the kubernetes target."""
-
-    namespace: Ref = Field("default", description="Namespace of the rendered objects.")
-    gateway: GatewayRef = Field(default_factory=GatewayRef, description="Parent Gateway of the HTTPRoutes.")
-    storage_class: Ref | None = Field(None, description="Unused unless claims are rendered.")
-    cluster_bootstrap: bool = Field(False, description="Also render cluster-wide objects (PriorityClasses).")
 
 
 class StackFile(Model):
@@ -38,6 +25,11 @@ class StackFile(Model):
     inventory: Inventory = Field(default_factory=Inventory, description="Inventory objects the stack declares.")
     services: list[Service] = Field(default_factory=list, description="Inference services.")
     kubernetes: KubernetesOptions | None = Field(None, description="Options of the kubernetes target.")
+
+    @property
+    def kubernetes_options(self) -> KubernetesOptions:
+        """The `kubernetes:` block, or its defaults."""
+        return self.kubernetes or KubernetesOptions()
 
 
 class StackFileError(Exception):
@@ -120,8 +112,10 @@ def validate_stack(data: Any, source: str = "<data>", base_inventory: Inventory 
     if stack is not None:
         inventory = base_inventory.merged(stack.inventory) if base_inventory else stack.inventory
         report.extend(inventory_findings(stack.inventory, context=inventory))
-        report.extend(service_findings(stack.services, [f"services[{i}]" for i in range(len(stack.services))],
-                                       inventory))
+        paths = [f"services[{i}]" for i in range(len(stack.services))]
+        report.extend(service_findings(stack.services, paths, inventory))
+        if stack.target == "kubernetes":  # rules of the kubernetes target (see spec/kubernetes.py)
+            report.extend(kubernetes_findings(stack.services, paths, stack.kubernetes))
         return LoadedStack(source, stack, report, data)
     # Field errors somewhere: report them, and still run the rules on every part that parses.
     report.extend(found)
@@ -135,6 +129,9 @@ def validate_stack(data: Any, source: str = "<data>", base_inventory: Inventory 
         inv = base_inventory.merged(inv)
     report.extend(service_findings(services, paths, inv or base_inventory or Inventory(), partial=inv is None,
                                    deployment_indexes=indexes))
+    if data.get("target") == "kubernetes":
+        options, _ = parse(KubernetesOptions, data.get("kubernetes") or {}, "kubernetes")
+        report.extend(kubernetes_findings(services, paths, options))
     return LoadedStack(source, None, report, data)
 
 

@@ -40,6 +40,7 @@ class Registration:
     inputs: dict[str, Any]
     parent: str = ""
     dependencies: list[str] = field(default_factory=list)
+    ignore_changes: list[str] = field(default_factory=list)
 
 
 class RecordingMocks(Mocks):
@@ -57,11 +58,13 @@ class RecordingMocks(Mocks):
 
 
 class RecordingMonitor(MockMonitor):
-    """Also records each registration's parent URN and dependencies, which `Mocks.new_resource` does not see."""
+    """Also records each registration's parent URN, dependencies and ignored changes, which `Mocks.new_resource` does
+    not see."""
 
     def RegisterResource(self, request):
         reg = self.mocks.resources.setdefault(request.name, Registration(request.type, request.name, {}))
         reg.parent, reg.dependencies = request.parent, list(request.dependencies)
+        reg.ignore_changes = list(request.ignoreChanges)
         return super().RegisterResource(request)
 
 

@@ -2,9 +2,12 @@
 
 - Core kinds: `kubernetes-validate`, strict, at the newest Kubernetes version the installed package ships.
 - Gateway API and KEDA kinds: `jsonschema` against the CRD schemas in `../shared/schemas/` (relative to the repository;
-  `INFERSTACK_SCHEMAS_DIR` overrides). A structural CRD schema prunes unknown fields silently, so the schemas are made
-  strict here (`additionalProperties: false` wherever properties are listed): a field the API server would drop is a
-  rendering bug. Tests that need them skip, with the reason, where the folder is absent; CI always has it.
+  `INFERSTACK_SCHEMAS_DIR` overrides), the newest releases. A structural CRD schema prunes unknown fields silently, so
+  the schemas are made strict here (`additionalProperties: false` wherever properties are listed): a field the API
+  server would drop is a rendering bug. Tests that need them skip, with the reason, where the folder is absent; CI
+  always has it.
+- HTTPRoutes rendered for an older Gateway API (`gateway_api_version`, default v1.2) are also validated against that
+  release's CRD, vendored in `schemas/gateway-api-v1.2.1/` (an older CRD would reject or drop newer fields).
 - What neither schema checks but an API server rejects (names, label values, quantities, port names, ...):
   `api_server_findings`.
 """
@@ -40,6 +43,9 @@ CRDS = {
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "gateway-api/httproutes.yaml",
     ("keda.sh/v1alpha1", "ScaledObject"): "keda/scaledobjects.yaml",
 }
+VENDORED = Path(__file__).resolve().parent / "schemas"
+OLDER_HTTPROUTE = {2: VENDORED / "gateway-api-v1.2.1" / "httproutes.yaml"}
+"""Gateway API minor release → its vendored HTTPRoute CRD (validated besides the newest)."""
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -71,9 +77,9 @@ def _strict(schema: Any) -> Any:
 
 
 @functools.cache
-def crd_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
+def crd_validator(api_version: str, kind: str, path: Path | None = None) -> jsonschema.protocols.Validator:
     group_version = api_version.split("/")
-    crd = yaml.safe_load((SCHEMAS / CRDS[(api_version, kind)]).read_text())
+    crd = yaml.safe_load((path or SCHEMAS / CRDS[(api_version, kind)]).read_text())
     assert crd["spec"]["group"] == group_version[0] and crd["spec"]["names"]["kind"] == kind
     version = next(v for v in crd["spec"]["versions"] if v["name"] == group_version[1])
     assert version["served"], f"{api_version} {kind} is not served by the CRD"
@@ -81,15 +87,21 @@ def crd_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator
     return jsonschema.Draft202012Validator(schema)
 
 
-def schema_errors(obj: dict[str, Any]) -> list[str]:
-    """Schema violations of one rendered object (empty when valid)."""
+def schema_errors(obj: dict[str, Any], gateway_api_minor: int = 2) -> list[str]:
+    """Schema violations of one rendered object (empty when valid). An HTTPRoute rendered for Gateway API
+    v1.<gateway_api_minor> is also checked against that release's CRD when it is vendored."""
     key = (obj["apiVersion"], obj["kind"])
     where = f"{obj['kind']} {obj['metadata'].get('name')}"
     if key in CRDS:
+        out = []
+        older = OLDER_HTTPROUTE.get(gateway_api_minor) if obj["kind"] == "HTTPRoute" else None
+        if older is not None:
+            out += [f"{where} (Gateway API v1.{gateway_api_minor}): {'.'.join(map(str, e.absolute_path))}: "
+                    f"{e.message}" for e in crd_validator(*key, older).iter_errors(obj)]
         if not schemas_available():
-            return []  # `problems` skips the test once everything else has passed
-        return [f"{where}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
-                for e in crd_validator(*key).iter_errors(obj)]
+            return out  # `problems` skips the test once everything else has passed
+        return out + [f"{where}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+                      for e in crd_validator(*key).iter_errors(obj)]
     try:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
@@ -177,7 +189,7 @@ def _pod_findings(where: str, spec: dict[str, Any]) -> list[str]:
 
 def _route_findings(where: str, spec: dict[str, Any]) -> list[str]:
     out = []
-    rule_names = [r.get("name") for r in spec["rules"]]
+    rule_names = [r["name"] for r in spec["rules"] if "name" in r]
     if len(set(rule_names)) != len(rule_names):
         out.append(f"{where}: rule names repeat")
     for r in spec["rules"]:
@@ -202,12 +214,13 @@ def _route_findings(where: str, spec: dict[str, Any]) -> list[str]:
     return out
 
 
-def problems(objects: list[dict[str, Any]]) -> list[str]:
-    """Every schema error and API-server finding over `objects`. Without the CRD schemas, a clean result skips the
-    test (its HTTPRoutes and ScaledObjects could not be checked); errors in the other objects still fail it."""
+def problems(objects: list[dict[str, Any]], gateway_api_minor: int = 2) -> list[str]:
+    """Every schema error and API-server finding over `objects` (HTTPRoutes rendered for Gateway API
+    v1.<gateway_api_minor>). Without the CRD schemas, a clean result skips the test (its HTTPRoutes and ScaledObjects
+    could not be checked against the newest releases); errors in the other objects still fail it."""
     out = []
     for obj in objects:
-        out += schema_errors(obj)
+        out += schema_errors(obj, gateway_api_minor)
         out += api_server_findings(obj)
     if not out and any((o["apiVersion"], o["kind"]) in CRDS for o in objects):
         require_schemas()

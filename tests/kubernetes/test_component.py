@@ -54,7 +54,10 @@ def test_component_registers_each_rendered_object_as_a_typed_child_of_the_parent
         assert deployment["metadata"]["name"] == "chat-stable"
         assert deployment["metadata"]["namespace"] == "inference"
         assert deployment["spec"]["selector"]["matchLabels"]["inferstack.io/deployment"] == "stable"
-        assert "replicas" not in deployment["spec"]  # the HPA owns them
+        # the HPA owns the count once the Deployment exists: it starts at the floor, then Pulumi leaves it alone
+        assert deployment["spec"]["replicas"] == 2
+        assert registered["deployment-chat-stable"].ignore_changes == ["spec.replicas"]
+        assert registered["deployment-chat-shadow"].ignore_changes == []  # not autoscaled: Pulumi keeps its count
         route = registered["httproute-chat"].inputs
         assert route["apiVersion"] == "gateway.networking.k8s.io/v1" and route["kind"] == "HTTPRoute"
         assert route["spec"]["parentRefs"][0]["name"] == "public"
@@ -105,10 +108,11 @@ def test_cluster_objects_are_registered_once_per_stack(pulumi_mocks, stack):
     def check(urns):
         parent_urn, *_ = urns
         classes = {n: r for n, r in pulumi_mocks.resources.items() if r.typ == TYPES["PriorityClass"]}
+        # the default priority (5) needs no class
         assert sorted(classes) == ["priorityclass-inferstack-idle-5", "priorityclass-inferstack-priority-2",
-                                   "priorityclass-inferstack-priority-5", "priorityclass-inferstack-priority-7"]
+                                   "priorityclass-inferstack-priority-7"]
         assert {r.parent for r in classes.values()} == {parent_urn}
-        assert classes["priorityclass-inferstack-priority-7"].inputs["value"] == 7000.0
+        assert classes["priorityclass-inferstack-priority-7"].inputs["value"] == 2000.0
         assert classes["priorityclass-inferstack-idle-5"].inputs["preemptionPolicy"] == "Never"
 
     return pulumi.Output.all(parent.urn, *(c.urn for c in children)).apply(check)

@@ -15,7 +15,7 @@ from k8s_checks import problems
 from inferstack.spec import Inventory, default_inventory
 from inferstack.targets.kubernetes import RenderError, RenderOptions, render, workload_name
 from inferstack.targets.kubernetes.names import label_value
-from inferstack.targets.kubernetes.render import _duration
+from inferstack.targets.kubernetes.units import duration as _duration
 
 PACKAGE = Path(__file__).resolve().parents[2] / "inferstack" / "targets" / "kubernetes"
 
@@ -42,7 +42,8 @@ def with_own_spec(spec: dict[str, Any], deployment: dict[str, Any]) -> dict[str,
 
 def rendered(stack, **options: Any):
     result = render(stack, RenderOptions(**options))
-    assert problems(result.objects) == []
+    minor = int((options.get("gateway_api_version") or stack.kubernetes_options.gateway_api_version).split(".")[1])
+    assert problems(result.objects, minor) == []
     return result
 
 
@@ -85,11 +86,11 @@ def test_two_objects_with_one_name_are_refused_naming_the_clash(stack_of):
 
 
 def test_objects_come_in_apply_order_with_stable_file_names(stack_of):
-    result = rendered(stack_of(service(dep("stable"))), cluster_bootstrap=True)
+    result = rendered(stack_of(service(dep("stable", priority=7))), cluster_bootstrap=True)
     kinds = [o["kind"] for o in result.objects]
     assert kinds == ["PriorityClass", "NetworkPolicy", "Service", "Deployment", "PodDisruptionBudget", "HTTPRoute"]
     assert [name for name, _ in result.files()] == [
-        "00-priorityclass-inferstack-priority-5.yaml", "02-networkpolicy-chat-stable.yaml",
+        "00-priorityclass-inferstack-priority-7.yaml", "02-networkpolicy-chat-stable.yaml",
         "03-service-chat-stable.yaml", "04-deployment-chat-stable.yaml", "05-poddisruptionbudget-chat-stable.yaml",
         "08-httproute-chat.yaml"]
 
@@ -104,12 +105,14 @@ def test_deployment_carries_replicas_rolling_update_in_percent_command_and_grace
     assert d["spec"]["replicas"] == 3
     assert d["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "13%", "maxUnavailable": "12%"}
     assert container(d)["command"] == ["serve", "--port", "8080"]
-    assert d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 8
+    # the graceful period after the default 5 s preStop delay: 5 + 7.2, rounded up
+    assert d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 13
 
 
-def test_grace_period_defaults_to_30_seconds(stack_of):
+def test_grace_period_defaults_to_30_seconds_after_the_prestop_delay(stack_of):
     d = by_kind(rendered(stack_of(service(dep("stable")))), "Deployment")["chat-stable"]
-    assert d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30
+    assert d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 35
+    assert container(d)["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
 
 
 def test_percentages_that_round_to_zero_both_leave_one_percent_unavailable(stack_of):
@@ -123,7 +126,7 @@ def test_preset_images_map_to_the_preset_registry_and_custom_images_stay_as_give
                              traffic={"weights": {"a": 50, "b": 50}}))
     result = rendered(stack, preset_registry="registry.local:5000")
     deployments = by_kind(result, "Deployment")
-    assert container(deployments["chat-a"])["image"] == "registry.local:5000/inferstack/echo:latest"
+    assert container(deployments["chat-a"])["image"] == "registry.local:5000/inferstack/echo:0.1.0"
     assert container(deployments["chat-b"])["image"] == "registry.example.com/t/llm:1.4"
 
 
@@ -164,8 +167,8 @@ def test_mounts_become_claims_by_name_and_a_mount_at_tmp_replaces_the_empty_dir(
 def test_resources_request_the_compute_spec_including_gpus(stack_of):
     d = by_kind(rendered(stack_of(service(dep("stable", compute_spec="gpu-a10")))), "Deployment")["chat-stable"]
     resources = container(d)["resources"]
-    assert resources["requests"] == {"cpu": "8", "memory": "30Gi", "nvidia.com/gpu": "1"}
-    assert resources["limits"] == {"memory": "30Gi", "nvidia.com/gpu": "1"}
+    # an instance is the size of its spec: limits = requests (CPU included)
+    assert resources["requests"] == resources["limits"] == {"cpu": "8", "memory": "30Gi", "nvidia.com/gpu": "1"}
     tolerations = d["spec"]["template"]["spec"]["tolerations"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
 
@@ -178,7 +181,7 @@ def test_node_affinity_requires_the_queue_its_zone_and_billing(stack_of):
     assert {e["key"]: e["values"] for e in terms} == {"topology.kubernetes.io/zone": ["zone-b"],
                                                       "inferstack.io/queue": ["q-prepaid-b"],
                                                       "inferstack.io/billing": ["prepaid"]}
-    assert d["spec"]["template"]["spec"]["priorityClassName"] == "inferstack-priority-5"
+    assert "priorityClassName" not in d["spec"]["template"]["spec"]  # the default priority names no class
 
 
 def test_idle_capacity_tolerates_the_idle_taint_and_prefers_lending_queues_of_its_zone(stack_of):
@@ -211,7 +214,7 @@ def test_numa_past_half_a_machine_is_skipped_with_a_warning(stack_of):
     stack = stack_of(with_own_spec(spec, dep("big", numa_affinity=True)))
     result = rendered(stack)
     d = by_kind(result, "Deployment")["chat-big"]
-    assert "limits" in container(d)["resources"] and "cpu" not in container(d)["resources"]["limits"]
+    assert container(d)["resources"]["limits"] == {"cpu": "20", "memory": "64Gi"}
     assert "preferredDuringSchedulingIgnoredDuringExecution" not in d["spec"]["template"]["spec"]["affinity"][
         "nodeAffinity"]
     assert any("NUMA affinity skipped" in w and "cpu-huge" in w for w in result.warnings)
@@ -293,7 +296,8 @@ def test_metric_rules_make_an_hpa_and_the_deployment_leaves_replicas_to_it(stack
     result = rendered(stack_of(service(dep("stable", replicas=None, autoscaling=autoscaling))))
     assert "replicas" not in by_kind(result, "Deployment")["chat-stable"]["spec"]
     hpa = by_kind(result, "HorizontalPodAutoscaler")["chat-stable"]
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 5)
+    # locally every rule is clamped to its own bounds and the highest ask wins: never below the largest minimum
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
     assert hpa["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
     assert hpa["spec"]["metrics"][1]["pods"]["target"] == {"type": "AverageValue", "averageValue": "500m"}
     assert by_kind(result, "ScaledObject") == {}
@@ -315,20 +319,12 @@ def test_schedules_make_one_keda_scaled_object_and_no_hpa(stack_of):
     assert any("one maximum for all hours: 8" in w for w in result.warnings)
 
 
-def test_pod_disruption_budget_follows_max_unavailable_and_never_blocks_drains(stack_of):
-    stack = stack_of(service(dep("a", rolling_update={"max_unavailable": 33.3, "max_surge": 25}),
-                             dep("b", rolling_update={"max_unavailable": 0, "max_surge": 100}),
-                             traffic={"weights": {"a": 50, "b": 50}}))
-    pdbs = by_kind(rendered(stack), "PodDisruptionBudget")
-    assert pdbs["chat-a"]["spec"]["maxUnavailable"] == "33%"
-    assert pdbs["chat-b"]["spec"]["maxUnavailable"] == 1
-
-
-def test_network_policy_admits_what_the_security_group_allows(stack_of):
+def test_behind_a_clb_load_balancer_the_network_policy_admits_what_the_security_group_allows(stack_of):
     stack = stack_of({"inventory": {"security_groups": [{"name": "sg-web", "vpc": "vpc-default", "ingress": [
         {"protocol": "tcp", "from_port": 8000, "source": "10.1.2.3/16"},
         {"protocol": "all", "from_port": 8080, "to_port": 8090, "source": "192.168.0.0/24"}]}]},
-        **service(dep("stable", security_group="sg-web", ports={"listen": 8080}))})
+        **service(dep("stable", security_group="sg-web", ports={"listen": 8080}), network_type="clb",
+                  traffic={"strategy": "by_instance_count"})})
     policy = by_kind(rendered(stack), "NetworkPolicy")["chat-stable"]
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     first, second = policy["spec"]["ingress"]
@@ -341,8 +337,9 @@ def test_priority_classes_are_rendered_only_with_cluster_bootstrap(stack_of):
     stack = stack_of(service(dep("a", priority=9), dep("b", use_idle=True), traffic={"weights": {"a": 50, "b": 50}}))
     assert by_kind(rendered(stack), "PriorityClass") == {}
     classes = by_kind(rendered(stack, cluster_bootstrap=True), "PriorityClass")
+    # 5 (the default) sits at the cluster default 0; idle classes lie below every regular one
     assert {n: (c["value"], c["preemptionPolicy"]) for n, c in classes.items()} == {
-        "inferstack-priority-9": (9000, "PreemptLowerPriority"), "inferstack-idle-5": (5, "Never")}
+        "inferstack-priority-9": (4000, "PreemptLowerPriority"), "inferstack-idle-5": (-9995, "Never")}
     assert "namespace" not in classes["inferstack-priority-9"]["metadata"]
 
 
@@ -352,7 +349,8 @@ def test_http_route_orders_direct_calls_then_header_rules_then_the_weighted_spli
     traffic = {"weights": {"stable": 66.67, "canary": 33.33, "shadow": 0},
                "header_rules": [{"header": "x-canary", "value": "1", "deployment": "canary"}],
                "mirror": {"deployment": "shadow", "percent": 2.5}, "timeout_s": 90.5}
-    stack = stack_of({"kubernetes": {"gateway": {"name": "edge", "namespace": "gateways"}},
+    stack = stack_of({"kubernetes": {"gateway": {"name": "edge", "namespace": "gateways"},
+                                     "gateway_api_version": "v1.4"},
                       **service(dep("stable"), dep("canary"), dep("shadow"), traffic=traffic)})
     route = by_kind(rendered(stack), "HTTPRoute")["chat"]
     assert route["spec"]["parentRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge",
@@ -367,7 +365,7 @@ def test_http_route_orders_direct_calls_then_header_rules_then_the_weighted_spli
     mirror = rules[4]["filters"][1]["requestMirror"]
     assert mirror == {"backendRef": {"name": "chat-shadow", "port": 8000},
                       "fraction": {"numerator": 2500, "denominator": 100000}}
-    assert rules[4]["timeouts"] == {"request": "1m30s500ms"}
+    assert rules[4]["timeouts"] == {"request": "0s"}  # the whole-exchange timeout would cut streams
     assert rules[4]["matches"][0]["path"] == {"type": "PathPrefix", "value": "/chat"}
 
 
@@ -409,7 +407,7 @@ def test_a_header_rule_that_is_no_valid_header_match_is_left_out_with_a_warning(
     stack = stack_of(service(dep("stable"), traffic={"header_rules": [
         {"header": "bad header", "value": "1", "deployment": "stable"},
         {"header": "x-empty", "value": "", "deployment": "stable"}]}))
-    result = rendered(stack)
+    result = rendered(stack, gateway_api_version="v1.4")
     assert [r["name"] for r in by_kind(result, "HTTPRoute")["chat"]["spec"]["rules"]] == ["direct-stable", "default"]
     assert sum("left out" in w for w in result.warnings) == 2
 
@@ -418,7 +416,7 @@ def test_an_http_route_keeps_to_16_rules(stack_of):
     keys = [f"d{i}" for i in range(10)]
     rules = [{"header": f"x-h{i}", "value": "1", "deployment": "d0"} for i in range(10)]
     stack = stack_of(service(*(dep(k) for k in keys), traffic={"weights": {"d0": 100}, "header_rules": rules}))
-    result = rendered(stack)
+    result = rendered(stack, gateway_api_version="v1.4")
     route_rules = by_kind(result, "HTTPRoute")["chat"]["spec"]["rules"]
     assert len(route_rules) == 16 and route_rules[-1]["name"] == "default"
     assert any("no direct-call rule" in w and "d5" in w for w in result.warnings)

@@ -14,6 +14,10 @@
 - Secrets: by default the Secret is rendered with the values and passed as a Pulumi secret (`stringData` encrypted in
   the state, never shown in previews). Pass `RenderOptions(include_secrets=False)` to leave it to the cluster's owner.
   A Deployment depends on the Secret it reads.
+- Autoscaled Deployments: registered with `replicas` = the role's starting count and `ignore_changes=["spec.replicas"]`
+  (`RenderOptions.keep_autoscaled_replicas`): a new Deployment starts at that count, and turning autoscaling on for a
+  running one keeps its current count (Pulumi keeps the old input; under server-side apply it stops managing the
+  field) until the HPA / KEDA owns it — where plain manifests would reset it to 1.
 - Cluster-wide PriorityClasses are not per service (two services would register the same one):
   `register_cluster_objects(stack, parent)` registers them once per stack, and only with cluster bootstrap on.
 - Render warnings go to the Pulumi log, on the parent.
@@ -49,7 +53,8 @@ def register_service(service: Service, stack: StackFile, parent: pulumi.Resource
                      options: RenderOptions | None = None,
                      opts: pulumi.ResourceOptions | None = None) -> list[pulumi.Resource]:
     """Register the Kubernetes objects of one service as children of `parent`; returns them in apply order."""
-    result = render_service(service, stack, options or RenderOptions(include_secrets=True))
+    result = render_service(service, stack, options or RenderOptions(include_secrets=True,
+                                                                     keep_autoscaled_replicas=True))
     for warning in result.warnings:
         pulumi.log.warn(warning, resource=parent)
     return register_objects(result.objects, parent, opts)
@@ -67,10 +72,15 @@ def register_objects(objects: list[dict[str, Any]], parent: pulumi.Resource,
     """One typed pulumi-kubernetes resource per rendered object, each with `parent=parent`."""
     base = pulumi.ResourceOptions.merge(opts or pulumi.ResourceOptions(), pulumi.ResourceOptions(parent=parent))
     secrets: dict[str, pulumi.Resource] = {}
+    scaled = {o["spec"]["scaleTargetRef"]["name"] for o in objects
+              if o["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")}
     out: list[pulumi.Resource] = []
     for obj in objects:  # rendered in apply order: Secrets come before the Deployments that read them
         reads = [secrets[n] for n in _secret_refs(obj) if n in secrets]
-        resource = _resource(obj, pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(depends_on=reads)))
+        extra = pulumi.ResourceOptions(depends_on=reads)
+        if obj["kind"] == "Deployment" and obj["metadata"]["name"] in scaled:
+            extra.ignore_changes = ["spec.replicas"]  # the autoscaler owns the count once the object exists
+        resource = _resource(obj, pulumi.ResourceOptions.merge(base, extra))
         if obj["kind"] == "Secret":
             secrets[obj["metadata"]["name"]] = resource
         out.append(resource)
