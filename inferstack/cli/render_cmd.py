@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ..spec.kubernetes import kubernetes_findings
 from ..targets.kubernetes import RenderError, RenderOptions, render
 from .app import EXIT_INVALID, EXIT_OK, EXIT_UNREADABLE, app, console, err_console
 from .spec_cmds import require_stack
@@ -34,6 +35,17 @@ def render_cmd(
 ) -> None:
     """Render a stack to Kubernetes objects. Exit 0 rendered, 1 invalid stack, 2 unreadable file."""
     loaded = require_stack(file, "nothing rendered")
+    if loaded.stack.target != "kubernetes":  # validate ran the kubernetes.* rules only for kubernetes stacks
+        services = loaded.stack.services
+        found = kubernetes_findings(services, [f"services[{i}]" for i in range(len(services))],
+                                    loaded.stack.kubernetes)
+        if found:
+            err_console.print(f"{file}: [red]cannot render[/red] ({len(found)} error(s)); nothing rendered",
+                              highlight=False)
+            for f in found:
+                err_console.print(f"  [red]error[/red] {file} {f.path}: {f.message} [dim]({f.rule})[/dim]",
+                                  highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_INVALID)
     options = RenderOptions(namespace=namespace, include_secrets=include_secrets, cluster_bootstrap=cluster_bootstrap)
     try:
         result = render(loaded.stack, options)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ..spec import LoadedStack, StackFileError, default_inventory, json_schema, load_file
+from ..spec import LoadedStack, StackFileError, check_across_stacks, default_inventory, json_schema, load_file
 from .app import EXIT_INVALID, EXIT_OK, EXIT_UNREADABLE, app, console, err_console
 
 
@@ -47,14 +47,21 @@ def validate(
         "--no-default-inventory", help="Check references against the file's own inventory only, not the "
                                        "platform's default inventory.")] = False,
 ) -> None:
-    """Check stack files against every domain rule. Exit 0 valid, 1 invalid, 2 unreadable."""
+    """Check stack files against every domain rule (and, across the files, that kubernetes stacks sharing a Gateway
+    claim distinct route paths). Exit 0 valid, 1 invalid, 2 unreadable."""
     base = None if no_default_inventory else default_inventory()
     worst = EXIT_OK
     out: list[dict] = []
+    results: list[LoadedStack | StackFileError] = []
     for path in files:
         try:
-            loaded = load_file(path, base)
+            results.append(load_file(path, base))
         except StackFileError as exc:
+            results.append(exc)
+    check_across_stacks([r for r in results if isinstance(r, LoadedStack)])
+    for path, loaded in zip(files, results):
+        if isinstance(loaded, StackFileError):
+            exc = loaded
             worst = EXIT_UNREADABLE
             if fmt is Format.json:
                 out.append({"file": str(path), "rule": "file.unreadable", "path": "", "value": None,

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from .findings import Finding, Report, Severity
 from .inventory import Inventory
-from .kubernetes import KubernetesOptions, kubernetes_findings
+from .kubernetes import KubernetesOptions, kubernetes_findings, route_claims, route_path_findings
 from .service import Service
 from .types import Model
 from .validate import inventory_findings, parse, parse_services, service_findings
@@ -133,6 +133,16 @@ def validate_stack(data: Any, source: str = "<data>", base_inventory: Inventory 
         options, _ = parse(KubernetesOptions, data.get("kubernetes") or {}, "kubernetes")
         report.extend(kubernetes_findings(services, paths, options))
     return LoadedStack(source, None, report, data)
+
+
+def check_across_stacks(stacks: list[LoadedStack]) -> None:
+    """Rules that need several stacks at once, added to each stack's report: kubernetes stacks that share a Gateway
+    must not claim one route path (`kubernetes.route_path_unique`; one stack cannot see another's namespace)."""
+    claims = [route_claims(loaded.stack.services, [f"services[{i}]" for i in range(len(loaded.stack.services))],
+                           loaded.stack.kubernetes, loaded.source)
+              if loaded.stack is not None and loaded.stack.target == "kubernetes" else [] for loaded in stacks]
+    for loaded, found in zip(stacks, route_path_findings(claims)):
+        loaded.report.extend(found)
 
 
 def _with_line(finding: Finding, root: yaml.Node | None) -> Finding:

@@ -15,7 +15,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import ipaddress
+import math
 import os
 import re
 from pathlib import Path
@@ -148,9 +151,9 @@ def _pod_findings(where: str, spec: dict[str, Any]) -> list[str]:
     out = []
     ru = spec["strategy"]["rollingUpdate"]
     for field in ("maxSurge", "maxUnavailable"):
-        if not _PERCENT.match(ru[field]):
-            out.append(f"{where}: {field} {ru[field]!r} is not a whole percent")
-    if ru["maxSurge"] == "0%" and ru["maxUnavailable"] == "0%":
+        if not (isinstance(ru[field], int) and ru[field] >= 0) and not _PERCENT.match(str(ru[field])):
+            out.append(f"{where}: {field} {ru[field]!r} is neither a count nor a whole percent")
+    if str(ru["maxSurge"]).rstrip("%") == "0" and str(ru["maxUnavailable"]).rstrip("%") == "0":
         out.append(f"{where}: maxSurge and maxUnavailable are both 0")
     selector = spec["selector"]["matchLabels"]
     pod_labels = spec["template"]["metadata"]["labels"]
@@ -201,8 +204,8 @@ def _route_findings(where: str, spec: dict[str, Any]) -> list[str]:
                     out.append(f"{where}: header value length")
         for f in r.get("filters", []):
             mirror = f.get("requestMirror")
-            if mirror and ("percent" in mirror) == ("fraction" in mirror):
-                out.append(f"{where}: a mirror has exactly one of percent or fraction")
+            if mirror and "percent" in mirror and "fraction" in mirror:
+                out.append(f"{where}: a mirror has at most one of percent or fraction (neither: 100 %)")
             if mirror and "fraction" in mirror and mirror["fraction"]["numerator"] > mirror["fraction"]["denominator"]:
                 out.append(f"{where}: mirror fraction above 1")
             ref = (mirror or {}).get("backendRef")
@@ -225,3 +228,100 @@ def problems(objects: list[dict[str, Any]], gateway_api_minor: int = 2) -> list[
     if not out and any((o["apiVersion"], o["kind"]) in CRDS for o in objects):
         require_schemas()
     return out
+
+
+# --- semantics: what the API server and controllers would do with the objects -----------------------------------
+
+def _labels_match(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels / matchExpressions In, NotIn, Exists, DoesNotExist) over `labels`; `{}` matches
+    everything."""
+    if selector is None:
+        return False
+    for k, v in selector.get("matchLabels", {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions", []):
+        op, key, values = e["operator"], e["key"], e.get("values", [])
+        if (op == "In" and labels.get(key) not in values) or (op == "NotIn" and labels.get(key) in values) \
+                or (op == "Exists" and key not in labels) or (op == "DoesNotExist" and key in labels):
+            return False
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Who opens a connection: a pod (namespace + labels + IP) or an address outside the cluster."""
+
+    ip: str
+    namespace: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def pod(cls, namespace: str, labels: dict[str, str], ip: str = "10.244.7.7") -> Source:
+        return cls(ip, namespace, tuple(sorted(labels.items())))
+
+
+def ingress_allowed(objects: list[dict[str, Any]], namespace: str, pod_labels: dict[str, str], port: int,
+                    source: Source, protocol: str = "TCP") -> bool:
+    """NetworkPolicy semantics (networking.k8s.io/v1): a connection to a pod is allowed when no ingress policy
+    selects the pod, or when some rule of a selecting policy admits the source on the port."""
+    selecting = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == namespace
+                 and _labels_match(o["spec"]["podSelector"], pod_labels)
+                 and "Ingress" in o["spec"].get("policyTypes", ["Ingress"])]
+    if not selecting:
+        return True
+    src_labels = dict(source.labels)
+    ns_labels = {"kubernetes.io/metadata.name": source.namespace} if source.namespace else {}
+
+    def peer_ok(peer: dict[str, Any]) -> bool:
+        if "ipBlock" in peer:
+            block = peer["ipBlock"]
+            ip = ipaddress.ip_address(source.ip)
+            net = ipaddress.ip_network(block["cidr"])
+            return ip.version == net.version and ip in net and not any(
+                ip in ipaddress.ip_network(x) for x in block.get("except", []))
+        if source.namespace is None:
+            return False  # selectors pick pods; an outside address is only ever admitted by an ipBlock
+        if "namespaceSelector" in peer:
+            if not _labels_match(peer["namespaceSelector"], ns_labels):
+                return False
+        elif source.namespace != namespace:
+            return False  # a pod selector alone means the policy's own namespace
+        return _labels_match(peer.get("podSelector", {}), src_labels)
+
+    def port_ok(ports: list[dict[str, Any]] | None) -> bool:
+        if not ports:
+            return True
+        return any(p.get("protocol", "TCP") == protocol and (
+            "port" not in p or p["port"] == port or (p["port"] <= port <= p.get("endPort", p["port"])))
+            for p in ports)
+
+    return any(port_ok(rule.get("ports")) and (not rule.get("from") or any(peer_ok(x) for x in rule["from"]))
+               for policy in selecting for rule in policy["spec"].get("ingress", []))
+
+
+def pdb_allowed_disruptions(pdb: dict[str, Any], healthy: int) -> int:
+    """Evictions a PodDisruptionBudget allows with `healthy` healthy pods out of `healthy` expected (the disruption
+    controller: percentages of minAvailable and maxUnavailable round up)."""
+    spec = pdb["spec"]
+
+    def scaled(value: int | str) -> int:
+        if isinstance(value, str):
+            return math.ceil(int(value.rstrip("%")) * healthy / 100)
+        return value
+
+    if "minAvailable" in spec:
+        return max(0, healthy - scaled(spec["minAvailable"]))
+    return max(0, scaled(spec["maxUnavailable"]))
+
+
+def rolling_max_unavailable(deployment: dict[str, Any], replicas: int) -> int:
+    """Pods a Deployment's rolling update may take down at `replicas` (maxSurge rounds up, maxUnavailable down; both
+    0 → 1, as the deployment controller resolves them)."""
+    ru = deployment["spec"]["strategy"]["rollingUpdate"]
+
+    def scaled(value: int | str, rounding) -> int:
+        return rounding(int(value.rstrip("%")) * replicas / 100) if isinstance(value, str) else value
+
+    surge, unavailable = scaled(ru["maxSurge"], math.ceil), scaled(ru["maxUnavailable"], math.floor)
+    return 1 if surge == 0 and unavailable == 0 else unavailable

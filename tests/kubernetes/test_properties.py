@@ -1,4 +1,7 @@
-"""Any valid spec renders schema-valid objects, deterministically, with no secret value unless asked for."""
+"""Any valid spec renders schema-valid objects, deterministically, with no secret value unless asked for — and objects
+that keep the promises of the semantic tests (test_semantics.py) whatever the spec: a readiness probe in every
+container, budgets within the rolling update, every PriorityClass rendered or warned, the Gateway admitted, exactly the
+objects `spec.kubernetes.service_objects` announces (what the name-clash rule checks)."""
 
 from __future__ import annotations
 
@@ -6,10 +9,18 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
-from k8s_checks import problems, require_schemas
+from k8s_checks import (
+    Source,
+    ingress_allowed,
+    pdb_allowed_disruptions,
+    problems,
+    require_schemas,
+    rolling_max_unavailable,
+)
 
 from inferstack.spec import default_inventory, validate_stack
-from inferstack.targets.kubernetes import RenderError, RenderOptions, render
+from inferstack.spec.kubernetes import service_objects
+from inferstack.targets.kubernetes import RenderOptions, render
 
 BASE = default_inventory()
 # The stack's own inventory: roomy prepaid queues (so admission rarely rejects a draw), fractional specs.
@@ -154,7 +165,9 @@ def stacks(draw) -> dict[str, Any]:
         {"protocol": draw(st.sampled_from(["udp", "all"])), "from_port": 53, "source": "fd00::/8"}]}]}
     return {"target": "kubernetes", "inventory": inventory, "services": services,
             "kubernetes": {"namespace": draw(st.sampled_from(["default", "inference"])),
-                           "gateway": draw(st.sampled_from([{}, {"name": "edge", "namespace": "gateways"}]))}}
+                           "gateway": draw(st.sampled_from([{}, {"name": "edge", "namespace": "gateways"}])),
+                           "gateway_api_version": draw(st.sampled_from(["v1.0", "v1.2", "v1.3", "v1.4.1"])),
+                           "prestop_delay_s": draw(st.sampled_from([0, 2.5, 5]))}}
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -162,16 +175,44 @@ def stacks(draw) -> dict[str, Any]:
 def test_any_valid_spec_renders_schema_valid_objects_deterministically(data, include_secrets, cluster_bootstrap):
     require_schemas()
     loaded = validate_stack(data, "<generated>", BASE)
-    if not loaded.report.ok:
+    if not loaded.report.ok:  # generated keys may join to one name (`a-b` + `c` = `a` + `b-c`): validate refuses it
         reject()
+    stack = loaded.stack
     options = RenderOptions(include_secrets=include_secrets, cluster_bootstrap=cluster_bootstrap)
-    try:
-        result = render(loaded.stack, options)
-    except RenderError as exc:  # generated keys may join to one name (`a-b` + `c` = `a` + `b-c`): refused, named
-        assert "share a name" in str(exc)
-        reject()
-    assert problems(result.objects) == []
-    again = render(loaded.stack, options)
+    result = render(stack, options)  # a valid stack always renders: validate knew every name clash
+    assert problems(result.objects, stack.kubernetes_options.gateway_api_minor) == []
+    again = render(stack, options)
     assert again.to_documents() == result.to_documents() and again.warnings == result.warnings
     if not include_secrets:
         assert "S3CR3T" not in result.to_documents()
+    announced = {(kind, name) for svc in stack.services for kind, name, _ in service_objects(svc)}
+    optional = {"PriorityClass"} if include_secrets else {"PriorityClass", "Secret"}  # rendered only when asked
+    assert {(o["kind"], o["metadata"]["name"]) for o in result.objects if o["kind"] not in optional} \
+        == {(k, n) for k, n in announced if k not in optional}
+    _keeps_the_semantic_promises(stack, result)
+
+
+def _keeps_the_semantic_promises(stack, result) -> None:
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in result.objects}
+    classes = {n for k, n in objects if k == "PriorityClass"}
+    namespace = stack.kubernetes_options.namespace
+    for (kind, name), obj in objects.items():
+        if kind != "Deployment":
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        assert "readinessProbe" in pod["containers"][0], name
+        priority = pod.get("priorityClassName")
+        assert priority is None or priority in classes or any(priority in w for w in result.warnings), name
+        budget = objects[("PodDisruptionBudget", name)]
+        for replicas in range(1, 11):
+            assert pdb_allowed_disruptions(budget, replicas) <= rolling_max_unavailable(obj, replicas), name
+        labels = obj["spec"]["template"]["metadata"]["labels"]
+        if labels["inferstack.io/traffic"] == "on":
+            svc = next(s for s in stack.services if ("Deployment", name) in
+                       {(k, n) for k, n, _ in service_objects(s)})
+            if svc.network_type == "clb" and svc.traffic.strategy == "by_instance_count":
+                continue
+            gateway = stack.kubernetes_options.gateway_for(svc.network_type)
+            plane = Source.pod(gateway.namespace or namespace, {"gateway.networking.k8s.io/gateway-name": gateway.name})
+            port = pod["containers"][0]["ports"][0]["containerPort"]
+            assert ingress_allowed(result.objects, namespace, labels, port, plane), name

@@ -97,13 +97,14 @@ def test_objects_come_in_apply_order_with_stable_file_names(stack_of):
 
 # --- the workload ----------------------------------------------------------------------------------------------
 
-def test_deployment_carries_replicas_rolling_update_in_percent_command_and_grace_period(stack_of):
+def test_deployment_carries_replicas_the_local_rolling_update_bounds_command_and_grace_period(stack_of):
     stack = stack_of(service(dep("stable", replicas=3, command=["serve", "--port", "8080"],
                                  rolling_update={"max_unavailable": 12.5, "max_surge": 12.5},
                                  graceful_shutdown_s=7.2)))
     d = by_kind(rendered(stack), "Deployment")["chat-stable"]
     assert d["spec"]["replicas"] == 3
-    assert d["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "13%", "maxUnavailable": "12%"}
+    # 12.5 % of 3: surge up to 1, unavailable down to 0 — the counts the local runtime uses (RollingUpdate.bounds)
+    assert d["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     assert container(d)["command"] == ["serve", "--port", "8080"]
     # the graceful period after the default 5 s preStop delay: 5 + 7.2, rounded up
     assert d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 13
@@ -115,10 +116,18 @@ def test_grace_period_defaults_to_30_seconds_after_the_prestop_delay(stack_of):
     assert container(d)["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
 
 
-def test_percentages_that_round_to_zero_both_leave_one_percent_unavailable(stack_of):
+def test_bounds_that_round_to_zero_both_leave_one_instance_unavailable(stack_of):
     stack = stack_of(service(dep("stable", rolling_update={"max_unavailable": 0.5, "max_surge": 0})))
     d = by_kind(rendered(stack), "Deployment")["chat-stable"]
-    assert d["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "0%", "maxUnavailable": "1%"}
+    assert d["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+def test_an_autoscaled_role_rolls_by_whole_percentages_since_its_count_moves(stack_of):
+    autoscaling = {"metrics": [{"metric": "cpu", "target": 60, "min": 1, "max": 5}]}
+    stack = stack_of(service(dep("stable", replicas=None, autoscaling=autoscaling,
+                                 rolling_update={"max_unavailable": 0.5, "max_surge": 12.5})))
+    d = by_kind(rendered(stack), "Deployment")["chat-stable"]
+    assert d["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "13%", "maxUnavailable": "0%"}
 
 
 def test_preset_images_map_to_the_preset_registry_and_custom_images_stay_as_given(stack_of):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from inferstack.spec import RULES, SECRET_MASK, Severity, validate, validate_stack
+from inferstack.spec import RULES, SECRET_MASK, Severity, check_across_stacks, validate, validate_stack
 
 
 def base_stack() -> dict[str, Any]:
@@ -219,6 +219,17 @@ REJECTING: list[tuple[str, Mutation, str]] = [
      f"{D0}.use_idle"),
     ("autoscaling.replicas_outside_bounds", lambda d: dep(d).update(autoscaling={"metrics": [
         {"metric": "qps", "target": 5, "min": 3, "max": 4}]}), f"{D0}.replicas"),
+    # service `chat-canary`'s per-instance Service would be named like `chat`/`canary`'s Service
+    ("kubernetes.object_name_unique", lambda d: (d.update(target="kubernetes"), d["services"].append(
+        {**copy.deepcopy(svc(d)), "name": "chat-canary", "key": "chat-canary",
+         "traffic": {"strategy": "by_instance_count"}, "deployments": [copy.deepcopy(dep(d, 1))]})), "services[1].key"),
+]
+
+# Rules over several stacks at once (`check_across_stacks`, as `inferstack validate A B` runs it): (rule, mutation of
+# the second stack, expected path in it). Both stacks start as `base_stack()` with `target: kubernetes`, their routes
+# on one shared Gateway `gateways/shared`.
+REJECTING_ACROSS_STACKS: list[tuple[str, Mutation, str]] = [
+    ("kubernetes.route_path_unique", lambda d: d["kubernetes"].update(namespace="team-b"), f"{P}.key"),
 ]
 
 # Accepting cases at the boundary of a rejecting one.
@@ -284,8 +295,44 @@ def test_accepting_boundary_case(name, mutate):
     assert report.errors == [], [str(f) for f in report.errors]
 
 
+def kubernetes_stack() -> dict:
+    return {**base_stack(), "target": "kubernetes",
+            "kubernetes": {"namespace": "team-a", "gateway": {"name": "shared", "namespace": "gateways"}}}
+
+
+@pytest.mark.parametrize("rule,mutate,path", REJECTING_ACROSS_STACKS, ids=[r[0] for r in REJECTING_ACROSS_STACKS])
+def test_rejecting_case_across_stacks_names_rule_and_path(rule, mutate, path):
+    first, second = kubernetes_stack(), kubernetes_stack()
+    mutate(second)
+    stacks = [validate_stack(first, "a.yaml"), validate_stack(second, "b.yaml")]
+    assert all(s.report.ok for s in stacks)  # each alone is valid
+    check_across_stacks(stacks)
+    assert stacks[0].report.errors == []  # the first claimant keeps its path
+    hits = [f for f in stacks[1].report.findings if f.rule == rule]
+    assert [f.path for f in hits] == [path]
+    assert "a.yaml: services[0]" in hits[0].message and hits[0].severity is RULES[rule].severity
+
+
+def test_stacks_on_one_gateway_with_distinct_path_prefixes_do_not_collide():
+    first, second = kubernetes_stack(), kubernetes_stack()
+    first["kubernetes"].update(path_prefix="/team-a")
+    second["kubernetes"].update(namespace="team-b", path_prefix="/team-b")
+    stacks = [validate_stack(first, "a.yaml"), validate_stack(second, "b.yaml")]
+    check_across_stacks(stacks)
+    assert [f for s in stacks for f in s.report.findings] == []
+
+
+def test_kubernetes_rules_apply_only_to_kubernetes_stacks():
+    d = base_stack()
+    d["services"].append({**copy.deepcopy(svc(d)), "name": "chat-canary", "key": "chat-canary",
+                          "traffic": {"strategy": "by_instance_count"}, "deployments": [copy.deepcopy(dep(d, 1))]})
+    assert validate_stack(d).report.findings == []  # local: names never meet
+    d["target"] = "kubernetes"
+    assert [f.rule for f in validate_stack(d).report.errors] == ["kubernetes.object_name_unique"]
+
+
 def test_every_rule_has_a_rejecting_case():
-    covered = {r for r, _, _ in REJECTING}
+    covered = {r for r, _, _ in REJECTING} | {r for r, _, _ in REJECTING_ACROSS_STACKS}
     assert set(RULES) - covered == set()
 
 

@@ -3,8 +3,10 @@ and its PodDisruptionBudget.
 
 - **Replicas.** `replicas` is left out where an autoscaler owns the count (else every apply would reset it); see
   `RenderOptions.keep_autoscaled_replicas` for tools that stop managing the field once the object exists.
-- **Rolling update** in whole percent: surge rounded up, unavailable down (if both end at 0, unavailable becomes 1 %,
-  which Kubernetes resolves to one instance, as `RollingUpdate.bounds` does).
+- **Rolling update.** A fixed replica count gets the instance counts of `RollingUpdate.bounds` (exact decimal
+  arithmetic: surge up, unavailable down, never both 0), the same numbers the local runtime uses. An autoscaled role
+  (its count moves) gets whole percentages: surge rounded up, unavailable down (if both end at 0, unavailable becomes
+  1 %, which Kubernetes resolves to one instance).
 - **Images.** `preset: inferstack/echo` → `<preset_registry>/inferstack/echo:<release>` (the release the preset was
   published with: never `:latest`); `kubernetes.preset_images` overrides it per preset, e.g. with a digest. `custom`
   and `url` are used as they are. Pull policy: `IfNotPresent` for a digest (it cannot change), `Always` for a tag
@@ -27,17 +29,19 @@ and its PodDisruptionBudget.
 - **Resources.** requests = limits = the compute spec (CPU, memory, `nvidia.com/gpu`): an instance is the size of its
   spec. With `numa_affinity` CPUs are rounded up to whole ones (Guaranteed QoS, exclusive cores under the static CPU
   manager), with a warning when rounded.
-- **Disruption.** A PodDisruptionBudget per role with `minAvailable: <100 − max unavailable>%` (whole percent): the
-  API server rounds `minAvailable` up, so evictions allowed = replicas − ⌈(100 − u)% × replicas⌉ = ⌊u% × replicas⌋,
-  exactly what the rolling update takes down, at every replica count (autoscaled ones too). A role whose rolling
-  update takes none down lets no voluntary eviction through (a single instance is never stopped by a drain; the drain
-  waits — warned for fixed counts); unhealthy pods are always evictable (`unhealthyPodEvictionPolicy: AlwaysAllow`),
-  so a broken pod never blocks a drain."""
+- **Disruption.** A PodDisruptionBudget per role that allows exactly the evictions the rolling update takes down, never
+  more (PDB percentages round *up*, rolling-update ones down, so a plain copy of the percentage allowed more): a fixed
+  count gets `maxUnavailable: ⌊u % × replicas⌋` (an integer); an autoscaled role `minAvailable: <100 − u>%`, which the
+  disruption controller rounds up, so evictions allowed = replicas − ⌈(100 − u) % × replicas⌉ = ⌊u % × replicas⌋ at
+  whatever count the autoscaler sets. A role whose rolling update takes none down lets no voluntary eviction through:
+  a single instance is never stopped by a drain; the drain waits (warned). Unhealthy pods are always evictable
+  (`unhealthyPodEvictionPolicy: AlwaysAllow`), so a broken pod never blocks a drain."""
 
 from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 from typing import Any
 
 from ...images import PRESET_IMAGES
@@ -54,7 +58,7 @@ _SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 
 
 def rolling_percents(role: Role) -> tuple[int, int]:
-    """(max surge %, max unavailable %) as rendered: whole percent, never both 0."""
+    """(max surge %, max unavailable %) in whole percent, never both 0 (for roles whose count moves)."""
     ru = role.rolling_update
     surge, unavailable = round_up(ru.max_surge), round_down(ru.max_unavailable)
     if surge == 0 and unavailable == 0:
@@ -62,11 +66,19 @@ def rolling_percents(role: Role) -> tuple[int, int]:
     return surge, unavailable
 
 
+def rolling_update(role: Role) -> dict[str, int | str]:
+    """The Deployment's `rollingUpdate`: instance counts at a fixed replica count, else whole percentages."""
+    if autoscaled(role.autoscaling):
+        surge, unavailable = rolling_percents(role)
+        return {"maxSurge": f"{surge}%", "maxUnavailable": f"{unavailable}%"}
+    unavailable_n, surge_n = role.rolling_update.bounds(role.starting_replicas)
+    return {"maxSurge": surge_n, "maxUnavailable": unavailable_n}
+
+
 def workload(svc: Service, dep: Deployment, role: Role, roles: list[Role], multi: bool, queue: Queue,
              spec: ComputeSpec, secret_name: str, name: str, ctx: Context, where: str) -> dict[str, Any]:
     role_label = role.name if multi else None
     entry = role.name == dep.entry_role().name
-    surge, unavailable = rolling_percents(role)
     pod_labels = {**labels(svc, name, dep, role.name),
                   f"{LABEL_PREFIX}traffic": "on" if entry and dep.accepts_traffic else "off"}
     deployment_spec: dict[str, Any] = {}
@@ -74,8 +86,7 @@ def workload(svc: Service, dep: Deployment, role: Role, roles: list[Role], multi
         deployment_spec["replicas"] = role.starting_replicas
     deployment_spec.update({
         "selector": {"matchLabels": selector(svc, dep, role.name)},
-        "strategy": {"type": "RollingUpdate",
-                     "rollingUpdate": {"maxSurge": f"{surge}%", "maxUnavailable": f"{unavailable}%"}},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling_update(role)},
         "template": {"metadata": {"labels": pod_labels},
                      "spec": pod_spec(svc, dep, role, roles, multi, queue, spec, secret_name, ctx, where)},
     })
@@ -271,16 +282,18 @@ def _volumes(dep: Deployment, ctx: Context, where: str) -> tuple[list[dict[str, 
 
 def pdb(svc: Service, dep: Deployment, role: Role, role_label: str | None, name: str, ctx: Context,
         where: str) -> dict[str, Any]:
-    _, unavailable = rolling_percents(role)
-    if unavailable < 100 and not autoscaled(role.autoscaling):
+    budget: dict[str, int | str]
+    if autoscaled(role.autoscaling):
+        budget = {"minAvailable": f"{100 - round_down(role.rolling_update.max_unavailable)}%"}
+    else:
         count = role.starting_replicas
-        allowed = count - math.ceil((100 - unavailable) * count / 100)
+        allowed = math.floor(Fraction(str(role.rolling_update.max_unavailable)) * count / 100)
+        budget = {"maxUnavailable": allowed}
         if allowed == 0:
             ctx.warn(where, f"PodDisruptionBudget '{name}' lets no voluntary eviction through at {count} "
                             f"instance(s) (max_unavailable {role.rolling_update.max_unavailable:g} % rounds to 0, as "
                             f"in a rolling update): a node drain waits until the role has more instances")
     return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
             "metadata": metadata(ctx, name, svc, dep, role_label),
-            "spec": {"minAvailable": f"{100 - unavailable}%",
-                     "selector": {"matchLabels": selector(svc, dep, role.name)},
+            "spec": {**budget, "selector": {"matchLabels": selector(svc, dep, role.name)},
                      "unhealthyPodEvictionPolicy": "AlwaysAllow"}}
