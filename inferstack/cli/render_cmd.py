@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ..spec.kubernetes import kubernetes_findings
+from ..spec.kubernetes import DNS_LABEL_RE, kubernetes_findings
 from ..targets.kubernetes import RenderError, RenderOptions, render
 from .app import EXIT_INVALID, EXIT_OK, EXIT_UNREADABLE, app, console, err_console
 from .spec_cmds import require_stack
@@ -34,6 +34,10 @@ def render_cmd(
                                                            "Default: the stack's kubernetes.cluster_bootstrap.")] = None,
 ) -> None:
     """Render a stack to Kubernetes objects. Exit 0 rendered, 1 invalid stack, 2 unreadable file."""
+    if namespace is not None and not (len(namespace) <= 63 and DNS_LABEL_RE.match(namespace)):
+        err_console.print(f"--namespace {namespace!r} is not a Kubernetes namespace name (a DNS label: lowercase "
+                          f"letters, digits and '-', at most 63 characters); nothing rendered", highlight=False)
+        raise typer.Exit(EXIT_INVALID)
     loaded = require_stack(file, "nothing rendered")
     if loaded.stack.target != "kubernetes":  # validate ran the kubernetes.* rules only for kubernetes stacks
         services = loaded.stack.services

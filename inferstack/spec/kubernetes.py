@@ -61,6 +61,12 @@ LabelValue = Annotated[str, check("field.invalid", lambda v: len(v) <= MAX_NAME_
 Namespace = Annotated[str, check("field.invalid", lambda v: len(v) <= MAX_NAME_LENGTH and bool(DNS_LABEL_RE.match(v)),
                                  "must be a Kubernetes namespace name (a DNS label: lowercase letters, digits and "
                                  "'-', at most 63 characters)")]
+ObjectName = Annotated[str, check("field.invalid", lambda v: len(v) <= 253 and bool(_LABEL_PREFIX_RE.match(v)),
+                                  "must be a Kubernetes object name (a DNS subdomain: lowercase letters, digits, '-' "
+                                  "and '.', at most 253 characters)")]
+ImageReference = Annotated[str, check("field.invalid", lambda v: 0 < len(v) <= 1024 and not re.search(r"\s", v),
+                                      "must be an image reference such as registry.example.com/team/llm:1.4 or "
+                                      "...@sha256:<digest> (no spaces, at most 1024 characters)")]
 GatewayApiVersion = Annotated[str, check("field.invalid", lambda v: bool(GATEWAY_API_VERSION_RE.match(v)),
                                          "must be a Gateway API release such as v1.2 or v1.4.1")]
 PathPrefix = Annotated[str, check("field.invalid", lambda v: v == "" or bool(re.fullmatch(r"(/[a-z0-9][a-z0-9._-]*)+", v)),
@@ -83,7 +89,7 @@ class DataPlane(Model):
 
 
 class GatewayRef(Model):
-    name: Ref = Field("inferstack", description="Gateway API Gateway the HTTPRoutes attach to.")
+    name: ObjectName = Field("inferstack", description="Gateway API Gateway the HTTPRoutes attach to.")
     namespace: Namespace | None = Field(None, description="Namespace of that Gateway (default: the stack's).")
     data_plane: DataPlane = Field(default_factory=DataPlane, description="Where the Gateway's data-plane pods run "
                                                                          "(admitted by the NetworkPolicies).")
@@ -134,7 +140,7 @@ class KubernetesOptions(Model):
                                                                   "(`timeouts.request`; long streams are cut there). "
                                                                   "Default: no cap.")
     monitoring: Monitoring | None = Field(None, description="The Prometheus that scrapes the instances.")
-    preset_images: dict[Ref, str] = Field(default_factory=dict,
+    preset_images: dict[Ref, ImageReference] = Field(default_factory=dict,
                                           description="Image reference per preset, e.g. a digest "
                                                       "(`registry/inferstack/echo@sha256:...`); default: the "
                                                       "preset's own pinned release.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 import subprocess
 import sys
@@ -93,3 +94,48 @@ def test_the_console_script_renders(tmp_path):
                          check=False)
     assert run.returncode == 0, run.stderr
     assert len(list(tmp_path.glob("*.yaml"))) > 30
+
+
+CLASH = """
+services:
+  - {name: a-b, resource_group: rg-default, vpc: vpc-default, deployments: [{name: c, image: {preset: inferstack/echo},
+     queue: q-postpaid-a, compute_spec: cpu-small, replicas: 1, rolling_update: {}, subnet: subnet-a,
+     security_group: sg-default}]}
+  - {name: a, resource_group: rg-default, vpc: vpc-default, deployments: [{name: b-c, image: {preset: inferstack/echo},
+     queue: q-postpaid-a, compute_spec: cpu-small, replicas: 1, rolling_update: {}, subnet: subnet-a,
+     security_group: sg-default}]}
+"""
+
+
+def test_a_name_clash_is_a_validate_finding_of_a_kubernetes_stack_and_refused_by_render(tmp_path):
+    local = tmp_path / "local.yaml"
+    local.write_text(CLASH)
+    assert runner.invoke(app, ["validate", str(local)]).exit_code == 0  # locally the names never meet
+    result = runner.invoke(app, ["render", str(local), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "kubernetes.object_name_unique" in result.stderr
+    assert "services[1].deployments[0].key" in result.stderr and not (tmp_path / "out").exists()
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("target: kubernetes\n" + CLASH)
+    result = runner.invoke(app, ["validate", str(cluster)])
+    assert result.exit_code == 1 and "kubernetes.object_name_unique" in result.stdout
+
+
+def test_validate_finds_two_stacks_claiming_one_path_on_a_shared_gateway(tmp_path):
+    stack = "target: kubernetes\nkubernetes: {{namespace: {ns}, gateway: {{name: shared, namespace: gw}}}}\n"
+    body = (ROOT / "examples" / "quickstart.yaml").read_text()
+    a, b = tmp_path / "team-a.yaml", tmp_path / "team-b.yaml"
+    a.write_text(stack.format(ns="team-a") + body)
+    b.write_text(stack.format(ns="team-b") + body)
+    assert runner.invoke(app, ["validate", str(a)]).exit_code == 0
+    result = runner.invoke(app, ["validate", str(a), str(b), "--format", "json"])
+    assert result.exit_code == 1
+    findings = [f for f in json.loads(result.stdout) if f["rule"] == "kubernetes.route_path_unique"]
+    assert [(f["file"], f["path"]) for f in findings] == [(str(b), "services[0].key")]
+    b.write_text(stack.format(ns="team-b").replace("}}\n", "}, path_prefix: /team-b}\n") + body)
+    assert runner.invoke(app, ["validate", str(a), str(b)]).exit_code == 0
+
+
+def test_a_namespace_option_that_is_no_namespace_name_is_refused(tmp_path):
+    result = runner.invoke(app, ["render", str(EXAMPLE), "-o", str(tmp_path / "out"), "--namespace", "Team A"])
+    assert result.exit_code == 1 and "not a Kubernetes namespace name" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -460,3 +460,29 @@ def test_the_readme_table_names_every_kind_rendered():
     kinds = {o["kind"] for e in EXAMPLES for o in render(load_file(e, default_inventory()).stack,
                                                          RenderOptions(cluster_bootstrap=True)).objects}
     assert sorted(k for k in kinds if k not in table) == []
+
+
+# --- options: a bad value is refused naming the field --------------------------------------------------------------
+
+@pytest.mark.parametrize("options,path", [
+    ({"namespace": "Team A"}, "kubernetes.namespace"),
+    ({"gateway": {"name": "gw/../x"}}, "kubernetes.gateway.name"),
+    ({"gateways": {"private": {"name": "internal", "namespace": "-bad"}}}, "kubernetes.gateways.private.namespace"),
+    ({"gateway": {"data_plane": {"pod_labels": {"app": "bad value"}}}}, "kubernetes.gateway.data_plane.pod_labels.app"),
+    ({"path_prefix": "/../x"}, "kubernetes.path_prefix"),
+    ({"path_prefix": "team-a"}, "kubernetes.path_prefix"),
+    ({"preset_images": {"inferstack/echo": "registry/echo:1\nimage: evil"}}, "kubernetes.preset_images.inferstack/echo"),
+    ({"prestop_delay_s": -1}, "kubernetes.prestop_delay_s"),
+    ({"response_timeout_s": 0}, "kubernetes.response_timeout_s"),
+    ({"gateway_api_version": "v1.2\x00"}, "kubernetes.gateway_api_version"),
+])
+def test_a_bad_kubernetes_option_is_refused_naming_the_field(options, path):
+    from inferstack.spec import validate_stack
+
+    report = validate_stack(stack_data(dep("stable"), kubernetes=options), "<t>", default_inventory()).report
+    assert path in [f.path for f in report.errors], [(f.rule, f.path) for f in report.errors]
+
+
+def test_a_huge_response_cap_renders_the_largest_gateway_api_duration(stack_of):
+    result = rendered(stack_of, stack_data(dep("stable"), kubernetes={"response_timeout_s": 1e12}))
+    assert {r["timeouts"]["request"] for r in of_kind(result, "HTTPRoute")["chat"]["spec"]["rules"]} == {"99999h"}

@@ -143,6 +143,10 @@ def _deployment_objects(svc: Service, dep: Deployment, ctx: Context) -> list[dic
     secrets = _secret_values(dep, multi)
     secret_name = object_name(svc.key or "", dep.key or "", "env")
     objects = [deployment_service(svc, dep, ctx), network_policy(svc, dep, ctx, multi, where)]
+    if dep.numa_affinity:
+        ctx.warn(where, "NUMA affinity is a preference only on nodes whose topology manager policy is best-effort: "
+                        "label only those inferstack.io/numa-aligned=true (restricted or single-numa-node nodes "
+                        "reject pods they cannot align)")
     if secrets:
         if ctx.include_secrets:
             objects.append({"apiVersion": "v1", "kind": "Secret", "metadata": metadata(ctx, secret_name, svc, dep),

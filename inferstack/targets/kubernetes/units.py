@@ -36,7 +36,7 @@ def round_down(value: float) -> int:
 
 def duration(seconds: float) -> str:
     """Gateway API duration (`1h2m3s4ms`, each number at most 5 digits); at least 1ms, since 0s means no timeout."""
-    ms = min(max(1, math.ceil(seconds * 1000 - _EPS)), 99999 * 3_600_000)
+    ms = max(1, math.ceil(min(seconds, 99999 * 3600) * 1000 - _EPS))
     out = ""
     for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
         n, ms = divmod(ms, size)
