@@ -177,6 +177,9 @@ def _pod_findings(where: str, spec: dict[str, Any]) -> list[str]:
             for name, q in c["resources"].get(side, {}).items():
                 if not _QUANTITY.match(q):
                     out.append(f"{where}: {side}.{name} {q!r} is not a quantity")
+        sleep = c.get("lifecycle", {}).get("preStop", {}).get("sleep")
+        if sleep and not 0 < sleep["seconds"] <= pod.get("terminationGracePeriodSeconds", 30):
+            out.append(f"{where}: preStop sleep must be positive and within terminationGracePeriodSeconds")
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             p = c.get(probe)
             if p and (p["periodSeconds"] < 1 or p["timeoutSeconds"] < 1):
