@@ -17,6 +17,7 @@ from k8s_checks import (
     problems,
     rolling_max_unavailable,
 )
+from test_render import dep
 
 from inferstack.images import PRESET_IMAGES
 from inferstack.platform.autoscaler import AutoscalerSettings
@@ -25,14 +26,6 @@ from inferstack.targets.kubernetes import RenderOptions, render
 from inferstack.targets.kubernetes.autoscaling import DOWN_STABILISATION_S
 
 GATEWAY_POD = {"gateway.networking.k8s.io/gateway-name": "inferstack"}
-
-
-def dep(name: str, **fields: Any) -> dict[str, Any]:
-    d = {"name": name, "image": {"preset": "inferstack/echo"}, "queue": "q-postpaid-a", "compute_spec": "cpu-small",
-         "replicas": 1, "rolling_update": {"max_unavailable": 25, "max_surge": 25}, "subnet": "subnet-a",
-         "security_group": "sg-default"}
-    d.update(fields)
-    return d
 
 
 def stack_data(*deployments: dict[str, Any], kubernetes: dict[str, Any] | None = None,

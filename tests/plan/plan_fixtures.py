@@ -89,6 +89,15 @@ def changed(mutate: Mutation, before: Mutation | None = None, context: PlanConte
     return diff(stack(old), stack(new), context)
 
 
+def assert_redeploys(plan: Plan, change_id: str, roles: dict[str, str]) -> None:
+    """The deployment change `change_id` updates in place and redeploys exactly `roles`, each with its reason."""
+    change = plan.change(change_id, kind="deployment")
+    assert change is not None and change.action == "update", plan.to_text()
+    assert {r.role: r.reasons for r in change.redeploy}.keys() == roles.keys()
+    for r in change.redeploy:
+        assert roles[r.role] in r.reasons
+
+
 def does(*mutations: Mutation) -> Mutation:
     """One mutation made of several."""
     def run(data: dict[str, Any]) -> None:

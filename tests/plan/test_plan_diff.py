@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from plan_fixtures import (
     add_deployment,
+    assert_redeploys,
     changed,
     deployment,
     does,
@@ -150,12 +151,7 @@ def _without_nones(mutation):
 
 @pytest.mark.parametrize("mutation, change_id, roles", [row[1:] for row in REDEPLOY], ids=[row[0] for row in REDEPLOY])
 def test_which_changes_redeploy_which_roles(mutation, change_id, roles):
-    plan = changed(_without_nones(mutation))
-    change = plan.change(change_id, kind="deployment")
-    assert change is not None and change.action == "update", plan.to_text()
-    assert {r.role: r.reasons for r in change.redeploy}.keys() == roles.keys()
-    for r in change.redeploy:
-        assert roles[r.role] in r.reasons
+    assert_redeploys(changed(_without_nones(mutation)), change_id, roles)
 
 
 def test_a_role_removed_and_another_added_redeploys_the_role_that_stays():

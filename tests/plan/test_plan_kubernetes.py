@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from plan_fixtures import (
+    assert_redeploys,
     base,
     changed,
     does,
@@ -39,12 +40,7 @@ KUBERNETES_REDEPLOY = {
 def test_which_changes_replace_pods_in_kubernetes(mutation, change_id, roles):
     name = next(row[0] for row in REDEPLOY if row[1] is mutation)
     expected = KUBERNETES_REDEPLOY.get(name, roles)
-    plan = changed(_without_nones(mutation), start=kubernetes_base)
-    change = plan.change(change_id, kind="deployment")
-    assert change is not None and change.action == "update", plan.to_text()
-    assert {r.role: r.reasons for r in change.redeploy}.keys() == expected.keys()
-    for r in change.redeploy:
-        assert expected[r.role] in r.reasons
+    assert_redeploys(changed(_without_nones(mutation), start=kubernetes_base), change_id, expected)
 
 
 def test_accept_traffic_replaces_pods_in_kubernetes_only():
