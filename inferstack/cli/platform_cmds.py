@@ -151,10 +151,24 @@ def _offline_plan(old_path: Path, new_path: Path, fmt: Format) -> None:
     old, new = stacks
     inventory = default_inventory().merged(old.inventory).merged(new.inventory)
     result = diff(old, new, PlanContext(inventory=inventory))
+    if new.target == "kubernetes":
+        result.warnings += _kubernetes_differences(new, {c.service or c.key for c in result.changes})
     if fmt is Format.json:
         typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
         console.print(result.to_text(), highlight=False, markup=False)
+
+
+def _kubernetes_differences(stack, changed: set[str]) -> list[str]:
+    """What the cluster will not do as the embedded platform would, for the services the plan changes (the render's
+    warnings: the plan alone cannot see them, it knows no Kubernetes objects)."""
+    from ..targets.kubernetes import RenderError, render
+
+    try:
+        warnings = render(stack).warnings
+    except RenderError as exc:
+        return [f"kubernetes: cannot render: {exc}"]
+    return [f"kubernetes: {w}" for w in warnings if w.split(":", 1)[0].split("/", 1)[0] in changed]
 
 
 @app.command()

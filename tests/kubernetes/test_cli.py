@@ -139,3 +139,21 @@ def test_a_namespace_option_that_is_no_namespace_name_is_refused(tmp_path):
     result = runner.invoke(app, ["render", str(EXAMPLE), "-o", str(tmp_path / "out"), "--namespace", "Team A"])
     assert result.exit_code == 1 and "not a Kubernetes namespace name" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_plan_of_a_kubernetes_stack_says_what_replaces_pods_and_what_the_cluster_needs(tmp_path):
+    body = (ROOT / "examples" / "quickstart.yaml").read_text()
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text("target: kubernetes\n" + body)
+    new.write_text("target: kubernetes\n" + body.replace("replicas: 2\n", "replicas: 2\n        priority: 7\n", 1))
+    result = runner.invoke(app, ["plan", str(new), "--against", str(old), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    [stable] = [c for c in plan["changes"] if c["id"] == "chat/stable"]
+    assert [r["reasons"] for r in stable["redeploy"]] == [["priority"]]  # a pod-template change in a cluster
+    assert any("inferstack-priority-7" in w and "not rendered" in w for w in plan["warnings"])
+    old.write_text(body)
+    new.write_text(body.replace("replicas: 2\n", "replicas: 2\n        priority: 7\n", 1))
+    plan = json.loads(runner.invoke(app, ["plan", str(new), "--against", str(old), "--format", "json"]).stdout)
+    assert [c["redeploy"] for c in plan["changes"] if c["id"] == "chat/stable"] == [[]]  # locally: no redeploy
+    assert not any(w.startswith("kubernetes:") for w in plan["warnings"])
