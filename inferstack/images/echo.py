@@ -4,8 +4,10 @@ Run as ``python -m inferstack.images.echo [--port N] [--host H]`` (env ``PORT`` 
 Imports stay minimal on purpose: start-up (spawn → first 200 from ``/healthz``) is budgeted at 200 ms.
 
 Endpoints: ``GET /healthz`` (readiness: 503 while warming up or draining), ``GET /livez``, ``POST /v1/predict``,
-``POST /v1/completions`` (OpenAI-style, ``stream: true`` → server-sent events, one per token), ``POST /v1/prefill``.
-Every answer names service, deployment, role, instance and version (JSON fields and ``X-Echo-*`` headers).
+``POST /v1/prefill``, and the OpenAI API as its official clients use it (see ``echo_openai``): ``GET /v1/models``,
+``POST /v1/completions`` and ``POST /v1/chat/completions`` (``stream: true`` → server-sent events, one per token).
+Every error body is OpenAI-shaped (``{"error": {"message", "type", "param", "code"}}``). Every answer names service,
+deployment, role, instance and version (JSON fields and ``X-Echo-*`` headers).
 
 Knobs (env): ``ECHO_LATENCY_MS``, ``ECHO_STARTUP_DELAY_S`` (sleep before listening), ``ECHO_WARMUP_S`` (listen at once
 but answer 503 on /healthz for that long), ``ECHO_FAILURE_RATE`` (0–1, a deterministic sequence of 500s),
@@ -23,8 +25,11 @@ import sys
 import time
 from hashlib import sha256
 
+from inferstack.images import echo_openai as oai
+
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
             502: "Bad Gateway", 503: "Service Unavailable"}
+_POST_ROUTES = ("/v1/predict", "/v1/completions", "/v1/chat/completions", "/v1/prefill")
 _MAX_BODY = 16 * 1024 * 1024
 
 
@@ -148,6 +153,8 @@ class EchoServer:
             "version": env.get("INFERSTACK_VERSION") or env.get("INFERSTACK_REVISION") or "v1",
         }
         self._identity_headers = "".join(f"X-Echo-{k.capitalize()}: {v}\r\n" for k, v in self.identity.items())
+        self.model = oai.model_id(env)
+        self.created = int(time.time())
         self.latency_s = _float_env(env, "ECHO_LATENCY_MS") / 1000
         self.token_delay_s = _float_env(env, "ECHO_TOKEN_DELAY_MS", 10.0) / 1000
         self.warmup_s = _float_env(env, "ECHO_WARMUP_S")
@@ -204,7 +211,7 @@ class EchoServer:
                 headers[name.strip().lower()] = value.strip()
             body = await self._read_body(headers, reader)
         except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            await self._send_json(writer, 400, {"error": "malformed request"}, keep_alive=False)
+            await self._send_error(writer, 400, "malformed HTTP request", "malformed_request", keep_alive=False)
             return False
         keep_alive = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
         path = target.split("?", 1)[0]
@@ -239,6 +246,10 @@ class EchoServer:
         await writer.drain()
         return keep_alive
 
+    async def _send_error(self, writer: asyncio.StreamWriter, status: int, message: str, code: str | None,
+                          keep_alive: bool, param: str | None = None) -> bool:
+        return await self._send_json(writer, status, oai.error_body(status, message, code, param), keep_alive)
+
     async def _route(self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
         if path == "/healthz":
             if self.draining:
@@ -251,24 +262,41 @@ class EchoServer:
             if 0 <= self.fail_liveness_after_s <= alive_for:
                 return await self._send_json(writer, 500, {"status": "unhealthy"}, keep_alive)
             return await self._send_json(writer, 200, {"status": "alive"}, keep_alive)
-        handler = {"/v1/predict": self._predict, "/v1/completions": self._completions,
-                   "/v1/prefill": self._prefill}.get(path)
-        if handler is None:
-            return await self._send_json(writer, 404, {"error": f"no route {path}"}, keep_alive)
+        if path == "/v1/models" or path.startswith("/v1/models/"):
+            if method != "GET":
+                return await self._send_error(writer, 405, f"use GET on {path}", "method_not_allowed", keep_alive)
+            return await self._models(path, writer, keep_alive)
+        if path not in _POST_ROUTES:
+            return await self._send_error(writer, 404, f"Unknown request URL: {method} {path}", "unknown_url",
+                                          keep_alive)
         if method != "POST":
-            return await self._send_json(writer, 405, {"error": "use POST"}, keep_alive)
+            return await self._send_error(writer, 405, f"use POST on {path}", "method_not_allowed", keep_alive)
         try:
             request = json.loads(body or b"{}")
         except ValueError:
             request = None
         if not isinstance(request, dict):
-            return await self._send_json(writer, 400, {"error": "body must be a JSON object"}, keep_alive)
+            return await self._send_error(writer, 400, "the body must be a JSON object", "invalid_json", keep_alive)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
-        if handler is not self._prefill and self.failures.next_fails():
-            return await self._send_json(writer, 500, {"error": "injected failure (ECHO_FAILURE_RATE)"}, keep_alive)
+        if path != "/v1/prefill" and self.failures.next_fails():
+            return await self._send_error(writer, 500, "injected failure (ECHO_FAILURE_RATE)", "injected_failure",
+                                          keep_alive)
         self._served += 1
-        return await handler(request, writer, keep_alive)
+        if path == "/v1/predict":
+            return await self._predict(request, writer, keep_alive)
+        if path == "/v1/prefill":
+            return await self._prefill(request, writer, keep_alive)
+        return await self._completions(request, writer, keep_alive, chat=path == "/v1/chat/completions")
+
+    async def _models(self, path: str, writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
+        if path in ("/v1/models", "/v1/models/"):
+            return await self._send_json(writer, 200, oai.model_list(self.model, self.created), keep_alive)
+        wanted = path[len("/v1/models/"):]
+        if wanted != self.model:
+            return await self._send_error(writer, 404, f"The model '{wanted}' does not exist (this deployment "
+                                                       f"serves '{self.model}')", "model_not_found", keep_alive, "model")
+        return await self._send_json(writer, 200, oai.model_object(self.model, self.created), keep_alive)
 
     async def _predict(self, request: dict, writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
         value = request.get("input")
@@ -296,34 +324,49 @@ class EchoServer:
                 errors.append(f"{endpoint}: {exc or type(exc).__name__}")
         raise ConnectionError("no prefill endpoint answered (" + "; ".join(errors) + ")")
 
-    async def _completions(self, request: dict, writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
-        prompt = request.get("prompt", "")
-        prompt = " ".join(map(str, prompt)) if isinstance(prompt, list) else str(prompt)
+    async def _completions(self, request: dict, writer: asyncio.StreamWriter, keep_alive: bool, chat: bool) -> bool:
+        """``/v1/completions`` or ``/v1/chat/completions``, whole or streamed (one event per token)."""
         try:
-            max_tokens = int(request.get("max_tokens", 16))
-        except (TypeError, ValueError):
-            return await self._send_json(writer, 400, {"error": "max_tokens must be an integer"}, keep_alive)
+            gen = oai.chat_request(request) if chat else oai.completion_request(request)
+        except oai.RequestError as exc:
+            return await self._send_json(writer, 400, exc.body(), keep_alive)
         try:
-            prefill = await self._call_prefill(prompt)
+            prefill = await self._call_prefill(gen.prompt)
         except ConnectionError as exc:
-            return await self._send_json(writer, 502, {"error": str(exc)}, keep_alive)
-        tokens = completion_tokens(prompt, max_tokens)
-        completion_id = "cmpl-" + sha256(f"{self.identity['instance']}\0{self._served}".encode()).hexdigest()[:12]
+            return await self._send_error(writer, 502, str(exc), "prefill_unavailable", keep_alive)
+        tokens = completion_tokens(gen.prompt, gen.max_tokens)
+        digest = sha256(f"{self.identity['instance']}\0{self._served}".encode()).hexdigest()[:12]
+        cid, created = ("chatcmpl-" if chat else "cmpl-") + digest, int(time.time())
         extra = {"prefill": prefill} if prefill is not None else {}
-        if not request.get("stream"):
-            payload = {"id": completion_id, "object": "text_completion", "model": self.identity["version"],
-                       "choices": [{"index": 0, "text": "".join(tokens), "finish_reason": "length"}],
-                       "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(tokens)}, **extra}
-            return await self._send_json(writer, 200, payload, keep_alive)
+        if not gen.stream:
+            build = oai.chat_completion if chat else oai.completion
+            payload = build(cid, created, self.model, gen, "".join(tokens), len(tokens))
+            return await self._send_json(writer, 200, {**payload, **extra}, keep_alive)
         writer.write(self._head(200, "text/event-stream", keep_alive, "Transfer-Encoding: chunked\r\nCache-Control: no-cache"))
-        for i, token in enumerate(tokens):
-            if i:
-                await asyncio.sleep(self.token_delay_s)
-            event = {"id": completion_id, "object": "text_completion", "model": self.identity["version"],
-                     "choices": [{"index": 0, "text": token, "finish_reason": "length" if i == len(tokens) - 1 else None}],
-                     **self.identity, **(extra if i == 0 else {})}
+        first = True
+
+        async def send(event: dict) -> None:
+            nonlocal first
+            event = {**event, **self.identity, **(extra if first else {})}
+            first = False
             _write_chunk(writer, b"data: " + json.dumps(event).encode() + b"\n\n")
             await writer.drain()
+
+        if chat:
+            for index in range(gen.n):
+                await send(oai.chat_chunk(cid, created, self.model, index, {"role": "assistant", "content": ""}, None))
+        reason = oai.finish_reason(len(tokens), gen.max_tokens)
+        for i, token in enumerate(tokens or [""]):
+            if i:
+                await asyncio.sleep(self.token_delay_s)
+            last = reason if i >= len(tokens) - 1 else None
+            for index in range(gen.n):
+                if chat:
+                    await send(oai.chat_chunk(cid, created, self.model, index, {"content": token}, last))
+                else:
+                    await send(oai.completion_chunk(cid, created, self.model, index, token, last))
+        if gen.include_usage:
+            await send(oai.usage_chunk(cid, created, self.model, chat, gen, len(tokens)))
         _write_chunk(writer, b"data: [DONE]\n\n")
         writer.write(b"0\r\n\r\n")
         await writer.drain()
