@@ -26,6 +26,7 @@ import time
 from hashlib import sha256
 
 from inferstack.images import echo_openai as oai
+from inferstack.openai_errors import error_body
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
             502: "Bad Gateway", 503: "Service Unavailable"}
@@ -248,7 +249,7 @@ class EchoServer:
 
     async def _send_error(self, writer: asyncio.StreamWriter, status: int, message: str, code: str | None,
                           keep_alive: bool, param: str | None = None) -> bool:
-        return await self._send_json(writer, status, oai.error_body(status, message, code, param), keep_alive)
+        return await self._send_json(writer, status, error_body(status, message, code, param), keep_alive)
 
     async def _route(self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
         if path == "/healthz":

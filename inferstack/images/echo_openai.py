@@ -8,7 +8,8 @@ What an official OpenAI client relies on, and what this module guarantees:
 - ``/v1/completions`` and ``/v1/chat/completions`` answer ``id``, ``object``, ``created`` (Unix seconds), ``model``,
   ``choices`` and ``usage`` (``prompt_tokens``, ``completion_tokens``, ``total_tokens``); streamed, each event is one
   token (``data: {json}``), an optional usage-only event (``stream_options.include_usage``), then ``data: [DONE]``.
-- Every error body is ``{"error": {"message", "type", "param", "code"}}``, so clients show the message.
+- Every error body is ``{"error": {"message", "type", "param", "code"}}`` (``inferstack.openai_errors``), so
+  clients show the message.
 - The request's ``model`` is accepted whatever it names: a service's deployments may serve different model ids, and
   the gateway — not the client — picks the deployment.
 
@@ -21,26 +22,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from inferstack.openai_errors import error_body
+
 DEFAULT_MAX_TOKENS = 16
 MAX_TOKENS_LIMIT = 4096
 MAX_CHOICES = 8
 OWNER = "inferstack"
-
-# HTTP status -> the `type` OpenAI's API gives errors of that status.
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
-                429: "rate_limit_error"}
-
-
-def error_type(status: int) -> str:
-    """OpenAI's error `type` for an HTTP status (5xx: `server_error`)."""
-    return _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-
-
-def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
-    """An OpenAI-shaped error: ``{"error": {"message", "type", "param", "code"}}``."""
-    return {"error": {"message": message, "type": error_type(status), "param": param, "code": code}}
-
 
 class RequestError(Exception):
     """A request an OpenAI endpoint cannot serve: status 400 with the parameter at fault."""

@@ -254,7 +254,9 @@ class Reconciler:
             "HOST": "127.0.0.1",
         }
         if deployment.model is not None:
-            env["INFERSTACK_MODEL"] = deployment.model.path or f"{deployment.model.registry}:{deployment.model.version}"
+            model = deployment.model  # the id the echo preset serves under (its /v1/models)
+            env["INFERSTACK_MODEL"] = model.path or (model.registry or "") + (f":{model.version}" if model.version
+                                                                                 else "")
         if multi:
             env["INFERSTACK_ROLE_ENDPOINTS_FILE"] = str(endpoints_file)
         for var in role.env:

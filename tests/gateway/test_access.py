@@ -71,7 +71,8 @@ def test_private_gateway_admits_only_the_allowed_source(gateway: GatewayUnderTes
 
     assert (ok.status_code, ok.text) == (200, "private-main")
     assert refused.status_code == also_refused.status_code == 403
-    assert refused.json() == {"error": "source not allowed", "service": "private", "deployment": None}
+    assert refused.json() == {"error": {"message": "source 127.0.0.3 is not allowed by the security groups of "
+                                              "service 'private'", "type": "permission_error", "param": None, "code": "source_not_allowed"}, "service": "private", "deployment": None}
 
 
 def test_private_gateway_rule_must_cover_the_logical_port(gateway: GatewayUnderTest, backends: BackendHost) -> None:
@@ -108,7 +109,8 @@ def test_key_protected_gateway_needs_the_invocation_key_and_strips_it(
         right = client.get(url, headers={"Authorization": f"Bearer {KEY}"})
 
     assert missing.status_code == wrong.status_code == 401
-    assert missing.json() == {"error": "missing or invalid invocation key", "service": "public", "deployment": None}
+    assert missing.json() == {"error": {"message": "missing or invalid invocation key: send "
+                                              "`Authorization: Bearer <key>` (`inferstack keys show public`)", "type": "authentication_error", "param": None, "code": "invalid_api_key"}, "service": "public", "deployment": None}
     assert right.status_code == 200
     assert "authorization" not in {name.lower() for name, _ in right.json()["headers"]}
 

@@ -102,8 +102,8 @@ def test_slow_upstream_gets_504_after_the_timeout(gateway: GatewayUnderTest, bac
     elapsed = time.monotonic() - started
 
     assert response.status_code == 504
-    assert response.json() == {"error": "upstream timeout", "service": "chat", "deployment": "main",
-                               "instance": "slowpoke"}
+    assert response.json() == {"error": {"message": "instance slowpoke did not answer within the timeout "
+                                               "(0.3 s)", "type": "server_error", "param": None, "code": "upstream_timeout"}, "service": "chat", "deployment": "main", "instance": "slowpoke"}
     assert 0.28 < elapsed < 1.5
 
 
@@ -148,7 +148,8 @@ def test_connection_refused_everywhere_is_502(
     response = httpx.get(gateway.url("chat"))
 
     assert response.status_code == 502
-    assert response.json()["error"] == "upstream connection failed"
+    assert response.json()["error"] == {"message": "cannot connect to instance refusing-only", "type": "server_error",
+                                        "param": None, "code": "upstream_connection_failed"}
     assert response.headers["x-inferstack-instance"] == "refusing-only"
 
 
@@ -159,8 +160,9 @@ def test_nothing_ready_is_503_naming_service_and_deployment(gateway: GatewayUnde
     direct = httpx.get(gateway.url("chat"), headers={"X-Inferstack-Deployment": "canary"})
 
     assert split.status_code == direct.status_code == 503
-    assert split.json() == {"error": "no ready instance", "service": "chat", "deployment": None}
-    assert direct.json() == {"error": "no ready instance", "service": "chat", "deployment": "canary"}
+    assert split.json() == {"error": {"message": "no ready instance of service 'chat'; retry later", "type": "server_error", "param": None, "code": "no_ready_instance"}, "service": "chat", "deployment": None}
+    assert direct.json() == {"error": {"message": "no ready instance of deployment 'canary' of service "
+                                             "'chat'; retry later", "type": "server_error", "param": None, "code": "no_ready_instance"}, "service": "chat", "deployment": "canary"}
     assert direct.headers["x-inferstack-deployment"] == "canary"
 
 

@@ -77,7 +77,8 @@ def test_unknown_direct_call_deployment_is_404_json(gateway: GatewayUnderTest, b
     response = httpx.get(gateway.url("chat"), headers={"X-Inferstack-Deployment": "nope"})
 
     assert response.status_code == 404
-    assert response.json() == {"error": "unknown deployment", "service": "chat", "deployment": "nope"}
+    assert response.json() == {"error": {"message": "service 'chat' has no deployment 'nope' (named by the "
+                                               "X-Inferstack-Deployment header)", "type": "invalid_request_error", "param": None, "code": "deployment_not_found"}, "service": "chat", "deployment": "nope"}
     assert response.headers["x-inferstack-deployment"] == "nope"
 
 

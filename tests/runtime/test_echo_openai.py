@@ -65,12 +65,12 @@ async def test_chat_completion_has_message_usage_created_and_the_model_id(start_
 
 async def test_streamed_chat_sends_a_role_delta_then_one_token_per_event_then_usage(start_echo):
     echo = await start_echo(ECHO_TOKEN_DELAY_MS="1", **IDENTITY)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{echo.port}") as client:
-        async with client.stream("POST", "/v1/chat/completions", json={
-                "messages": [{"role": "user", "content": "a b"}], "max_tokens": 3, "stream": True,
-                "stream_options": {"include_usage": True}}) as response:
-            assert response.headers["content-type"] == "text/event-stream"
-            events = _events([line async for line in response.aiter_lines()])
+    body = {"messages": [{"role": "user", "content": "a b"}], "max_tokens": 3, "stream": True,
+            "stream_options": {"include_usage": True}}
+    async with (httpx.AsyncClient(base_url=f"http://127.0.0.1:{echo.port}") as client,
+                client.stream("POST", "/v1/chat/completions", json=body) as response):
+        assert response.headers["content-type"] == "text/event-stream"
+        events = _events([line async for line in response.aiter_lines()])
     assert {e["object"] for e in events} == {"chat.completion.chunk"}
     assert len({e["id"] for e in events}) == 1 and {e["model"] for e in events} == {"canary"}
     assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}

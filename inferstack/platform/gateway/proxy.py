@@ -27,6 +27,8 @@ from httptools import (
     HttpResponseParser,
 )
 
+from inferstack.openai_errors import error_body
+
 from .metrics import CLIENT_ABORT, CONNECT, LATENCY_BUCKETS, MIRROR, TIMEOUT, UNAVAILABLE, UPSTREAM, RouteStats
 from .routing import Instance, RoutingError, RoutingTable
 
@@ -103,10 +105,12 @@ class ProxyState:
 
 
 def error_response(
-    status: int, error: str, service: str | None, deployment: str | None, instance: str | None, close: bool
+    status: int, message: str, code: str, service: str | None, deployment: str | None, instance: str | None,
+    close: bool,
 ) -> bytes:
-    """A complete JSON error response of the gateway."""
-    fields: dict[str, Any] = {"error": error, "service": service, "deployment": deployment}
+    """A complete error response of the gateway itself, OpenAI-shaped (`openai_errors`) so that OpenAI clients show
+    `message`; `service` and `deployment` (and `instance` when one was chosen) say where it stopped."""
+    fields: dict[str, Any] = {**error_body(status, message, code), "service": service, "deployment": deployment}
     if instance is not None:
         fields["instance"] = instance
     body = json.dumps(fields).encode()
@@ -436,7 +440,7 @@ class ClientConnection(asyncio.Protocol):
                 self._close()
                 return
             self._abandon(None)  # a request cut short by garbage: the upstream got part of it at most
-            self._answer_and_close(400, "bad request")
+            self._answer_and_close(400, "malformed HTTP request", "bad_request")
             return
         if self.upstream_ready and self.obuf:
             self.upstream.transport.write(b"".join(self.obuf))  # type: ignore[union-attr]
@@ -514,16 +518,19 @@ class ClientConnection(asyncio.Protocol):
         self.is_head = method == b"HEAD"
         entry = self.entry
         if entry is None:
-            self._answer(503, "service not served", None)
+            self._answer(404, f"service '{self.service_key}' is not served by this gateway (deleted?)",
+                         "service_not_found", None)
             return
         access = entry.access
         # A connection's source never changes, and clients repeat the same key: check again only on a change.
         if access is not self.allowed_by or self.authorization != self.allowed_key:
             if access.needs_key and not access.check_key(self.authorization):
-                self._answer(401, "missing or invalid invocation key", None)
+                self._answer(401, "missing or invalid invocation key: send `Authorization: Bearer <key>` "
+                             f"(`inferstack keys show {self.service_key}`)", "invalid_api_key", None)
                 return
             if access.checks_source and not access.check_source(self.peer_ip, self.logical_port):
-                self._answer(403, "source not allowed", None)
+                self._answer(403, f"source {self.peer_ip} is not allowed by the security groups of service "
+                             f"'{self.service_key}'", "source_not_allowed", None)
                 return
             self.allowed_by = access
             self.allowed_key = self.authorization
@@ -531,7 +538,7 @@ class ClientConnection(asyncio.Protocol):
         try:
             instance = router.route(self.picked, self.t0)
         except RoutingError as exc:
-            self._answer(exc.status, exc.error, exc.deployment)
+            self._answer(exc.status, exc.message, exc.code, exc.deployment)
             return
         hparts = self.hparts
         hparts[0] = method
@@ -653,7 +660,8 @@ class ClientConnection(asyncio.Protocol):
             return
         self._drop_upstream()
         self._release_instance(instance)
-        self._answer(504, "upstream timeout", instance.deployment, instance.id, stats=instance.stats)
+        self._answer(504, f"instance {instance.id} did not answer within the timeout ({self.timeout_s:g} s)",
+                     "upstream_timeout", instance.deployment, instance.id, stats=instance.stats)
 
     # -- upstream side
 
@@ -709,7 +717,8 @@ class ClientConnection(asyncio.Protocol):
                     self._flush_upstream()
                 return
         self.deadline = 0.0
-        self._answer(502, "upstream connection failed", instance.deployment, instance.id, stats=instance.stats)
+        self._answer(502, f"cannot connect to instance {instance.id}", "upstream_connection_failed",
+                     instance.deployment, instance.id, stats=instance.stats)
 
     def upstream_lost(self, conn: UpstreamConnection) -> None:
         """The upstream connection closed (or spoke garbage) during this exchange."""
@@ -725,7 +734,8 @@ class ClientConnection(asyncio.Protocol):
             self.upstream = None
             self._release_instance(instance)
             self.deadline = 0.0
-            self._answer(502, "upstream closed the connection", instance.deployment, instance.id, stats=instance.stats)
+            self._answer(502, f"instance {instance.id} closed the connection before answering",
+                         "upstream_closed", instance.deployment, instance.id, stats=instance.stats)
         else:
             self._abandon(None)
             self._close()
@@ -824,7 +834,8 @@ class ClientConnection(asyncio.Protocol):
     def _answer(
         self,
         status: int,
-        error: str,
+        message: str,
+        code: str,
         deployment: str | None,
         instance: str | None = None,
         stats: RouteStats | None = None,
@@ -836,7 +847,8 @@ class ClientConnection(asyncio.Protocol):
         # A client waiting for "100 Continue" may or may not send its body now: closing is the only safe end.
         close = not self.keep_alive or (not self.request_done and self.expect_continue)
         self.transport.write(
-            error_response(status, error, entry.key if entry else self.service_key, deployment, instance, close)
+            error_response(status, message, code, entry.key if entry else self.service_key, deployment, instance,
+                           close)
         )
         if stats is None:
             stats = entry.stats if entry is not None else self.gateway.stats_for(self.service_key)
@@ -852,9 +864,9 @@ class ClientConnection(asyncio.Protocol):
         elif self.request_done:
             self._finish()
 
-    def _answer_and_close(self, status: int, error: str) -> None:
+    def _answer_and_close(self, status: int, message: str, code: str) -> None:
         self.keep_alive = False
-        self.transport.write(error_response(status, error, self.service_key, None, None, True))
+        self.transport.write(error_response(status, message, code, self.service_key, None, None, True))
         self._close()
 
     def _finish(self, now: float = 0.0) -> None:

@@ -25,15 +25,20 @@ T = TypeVar("T")
 
 
 class RoutingError(Exception):
-    """A request cannot be routed; carries the HTTP status and the JSON body's fields."""
+    """A request cannot be routed; carries the HTTP status, an error code and the words for the client."""
 
     status = 500
     error = "routing error"
+    code = "routing_error"
 
     def __init__(self, service: str, deployment: str | None) -> None:
         super().__init__(f"{self.error}: service={service} deployment={deployment}")
         self.service = service
         self.deployment = deployment
+
+    @property
+    def message(self) -> str:
+        return f"{self.error} (service '{self.service}')"
 
 
 class UnknownDeployment(RoutingError):
@@ -41,6 +46,12 @@ class UnknownDeployment(RoutingError):
 
     status = 404
     error = "unknown deployment"
+    code = "deployment_not_found"
+
+    @property
+    def message(self) -> str:
+        return (f"service '{self.service}' has no deployment '{self.deployment}' (named by the "
+                f"X-Inferstack-Deployment header)")
 
 
 class NoReadyInstance(RoutingError):
@@ -48,6 +59,13 @@ class NoReadyInstance(RoutingError):
 
     status = 503
     error = "no ready instance"
+    code = "no_ready_instance"
+
+    @property
+    def message(self) -> str:
+        where = f"deployment '{self.deployment}' of service '{self.service}'" if self.deployment else \
+            f"service '{self.service}'"
+        return f"no ready instance of {where}; retry later"
 
 
 class Instance:
