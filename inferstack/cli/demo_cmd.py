@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -10,10 +11,10 @@ from typing import Annotated
 
 import httpx
 import typer
-from rich.table import Table
 
-from .app import EXIT_INVALID, app, console
-from .platform_cmds import _follow
+from .app import EXIT_NOT_READY, app, console
+from .output import plan_text, print_table, table
+from .rollout import follow, say_outcome
 from .spec_cmds import require_stack
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
@@ -31,26 +32,32 @@ def _split(url: str, key: str, requests: int) -> Counter:
 
 def _show(title: str, counts: Counter, weights: dict[str, float]) -> None:
     total = sum(counts.values())
-    table = Table(title=title, title_justify="left")
-    for col in ("Deployment", "Weight", "Requests", "Observed share"):
-        table.add_column(col, justify="right" if col != "Deployment" else "left")
+    out = table("Deployment", "Weight", "Requests", "Observed share", title=title)
+    for column in out.columns[1:]:
+        column.justify = "right"
     for key in sorted(set(weights) | set(counts)):
-        table.add_row(key, f"{weights.get(key, 0):g}", str(counts[key]), f"{counts[key] / total:.1%}")
-    console.print(table)
+        out.add_row(key, f"{weights.get(key, 0):g}", str(counts[key]), f"{counts[key] / total:.1%}")
+    print_table(out)
 
 
 @app.command()
 def demo(
-    file: Annotated[Path, typer.Option("--file", help="Stack file to apply.")] = EXAMPLE,
-    requests: Annotated[int, typer.Option("--requests", help="Requests to send per split.")] = 1000,
-    keep: Annotated[bool, typer.Option("--keep", help="Leave the platform running afterwards.")] = False,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data dir (default: a new temp dir).")] = None,
+    file: Annotated[Path, typer.Option("--file", metavar="FILE", help="Stack file to apply.")] = EXAMPLE,
+    requests: Annotated[int, typer.Option("--requests", metavar="N", help="Requests to send per split.")] = 1000,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the platform (and its data dir) afterwards.")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", metavar="DIR", help="Data dir (default: a new temp "
+                                                                                     "dir, removed afterwards "
+                                                                                     "unless --keep).")] = None,
 ) -> None:
-    """Start the embedded platform, apply the quickstart, send requests through the gateway, show the split."""
+    """Run the quickstart end to end on a fresh platform.
+
+    Starts the embedded platform, applies the file, sends requests through the gateway and shows the split; then
+    stops the platform and removes the temp data dir it made (unless --keep)."""
     from ..platform import server
     from ..targets.local.client import PlatformClient
 
     stack = require_stack(file, "nothing started")
+    made = data_dir is None  # a temp dir of our own: removed at the end, whatever happened
     root = data_dir or Path(tempfile.mkdtemp(prefix="inferstack-demo-"))
     console.print(f"[bold]1.[/bold] starting the embedded platform (data dir {root})", highlight=False)
     info = server.start_detached(root, runtime=True)
@@ -59,10 +66,12 @@ def demo(
             console.print(f"[bold]2.[/bold] applying {file.name}", highlight=False)
             data = json.loads(json.dumps(stack.data))
             result = client.apply(data)
-            console.print(result["plan_text"], highlight=False, markup=False)
+            console.print(plan_text(result["plan_text"]), soft_wrap=True, end="")
             services = [s.key for s in stack.stack.services] if stack.stack else []
-            if not _follow(client, services, timeout=120):
-                raise typer.Exit(EXIT_INVALID)
+            outcome = follow(client, services, timeout=120)
+            if not outcome.ok:
+                say_outcome(outcome, services, 120)
+                raise typer.Exit(EXIT_NOT_READY)
             for svc in services:
                 url = client.get_service(svc)["status"]["gateway_url"]
                 key = client.request("GET", f"/v1/services/{svc}/keys")["key"]
@@ -78,7 +87,7 @@ def demo(
                     console.print(f"[bold]4.[/bold] moving the weights to {even} in one traffic write",
                                   highlight=False)
                     client.put_traffic(svc, {**traffic, "weights": even})
-                    _follow(client, [svc], timeout=30, quiet=True)
+                    follow(client, [svc], timeout=30, quiet=True)
                     _show(f"{svc}: observed split after the change", _split(url, key, requests), even)
             if keep:
                 console.print(f"the platform keeps running: INFERSTACK_DATA_DIR={root} inferstack status; stop it "
@@ -86,4 +95,7 @@ def demo(
     finally:
         if not keep:
             server.stop(root)
-            console.print("platform stopped; no instance left running", highlight=False)
+            if made:
+                shutil.rmtree(root, ignore_errors=True)
+            console.print("platform stopped; no instance left running" + (f"; removed {root}" if made else ""),
+                          highlight=False, markup=False)

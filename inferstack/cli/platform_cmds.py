@@ -1,5 +1,6 @@
 """The embedded platform from the command line: `platform serve|stop`, `plan`, `apply`, `status`, `delete`,
-`events`. Everything but `platform serve` talks to a running platform through `PlatformClient`."""
+`events`, `logs`. Everything but `platform serve` talks to a running platform through `PlatformClient`; exit codes as
+in `app` (1 refused or not found, 3 written but not Ready, 4 unreachable)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,32 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.table import Table
+from rich.text import Text
 
 from ..spec import StackFileError, load_file
 from ..spec.stack import locate
 from ..targets.local.client import PlatformClient, PlatformError, PlatformUnreachable
-from .app import EXIT_INVALID, EXIT_OK, EXIT_UNREADABLE, app, console, err_console, platform_app
-from .spec_cmds import Format, require_stack
+from .app import (
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_NOT_READY,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_UNREADABLE,
+    app,
+    console,
+    err_console,
+    platform_app,
+)
+from .output import cell_separator, finding_text, lines, plan_text, print_json, print_table, table
+from .rollout import Outcome, follow, say_outcome
+from .spec_cmds import Format, print_unreadable, require_stack
 
 DataDir = Annotated[Path | None, typer.Option(
-    "--data-dir", help="The platform's data dir (default: $INFERSTACK_DATA_DIR, else ~/.inferstack). "
-                       "$INFERSTACK_URL and $INFERSTACK_TOKEN win.")]
-StackPath = Annotated[Path, typer.Argument(help="Stack file (YAML).")]
+    "--data-dir", metavar="DIR", help="The platform's data dir (default: $INFERSTACK_DATA_DIR, else ~/.inferstack). "
+                                      "$INFERSTACK_URL and $INFERSTACK_TOKEN win.")]
+StackPath = Annotated[Path, typer.Argument(metavar="FILE", help="Stack file (YAML).")]
+ServiceKey = Annotated[str, typer.Argument(metavar="SERVICE", help="Service key.")]
 
 
 # --- the platform process ----------------------------------------------------------------------------------------
@@ -30,14 +45,16 @@ StackPath = Annotated[Path, typer.Argument(help="Stack file (YAML).")]
 @platform_app.command("serve")
 def serve_cmd(
     data_dir: DataDir = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on; 0 picks a free one (platform.json says "
-                                                     "which).")] = 0,
+    host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to listen on; 0 picks a free one "
+                                                                     "(platform.json says which).")] = 0,
     detach: Annotated[bool, typer.Option("--detach", help="Run in the background; return once it is "
                                                           "healthy.")] = False,
     runtime: Annotated[bool | None, typer.Option("--runtime/--no-runtime", help="Run instances and the gateway "
                                                  "(default: on unless INFERSTACK_RUNTIME=0); off = control plane "
                                                  "only.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="text, or json: {url, pid, data_dir} once running "
+                                                         "(with --detach).")] = Format.text,
 ) -> None:
     """Run the embedded platform (API + store). A new data dir gets the default inventory and a token."""
     from ..platform import server
@@ -45,8 +62,11 @@ def serve_cmd(
     try:
         if detach:
             info = server.start_detached(data_dir, host, port, runtime=runtime)
+            if fmt is Format.json:
+                print_json({"url": info["url"], "pid": info["pid"], "data_dir": str(info["data_dir"])})
+                return
             console.print(f"platform running at {info['url']} (pid {info['pid']}, data dir {info['data_dir']}); "
-                          f"stop it with `inferstack platform stop`", highlight=False)
+                          f"stop it with `inferstack platform stop`", highlight=False, soft_wrap=True)
             return
         server.serve(data_dir, host, port, runtime=runtime, on_ready=lambda info: err_console.print(
             f"platform serving at {info['url']} (data dir {info['data_dir']}); Ctrl-C stops it", highlight=False))
@@ -57,7 +77,9 @@ def serve_cmd(
 
 @platform_app.command("stop")
 def stop_cmd(data_dir: DataDir = None) -> None:
-    """Stop the platform of the data dir (SIGTERM, then wait until it has exited)."""
+    """Stop the platform of the data dir.
+
+    SIGTERM, then wait until it has exited."""
     from ..platform import server
 
     info = server.stop(data_dir)
@@ -71,28 +93,35 @@ def stop_cmd(data_dir: DataDir = None) -> None:
 
 @contextmanager
 def _client(data_dir: Path | None) -> Iterator[PlatformClient]:
-    """A client of the running platform; its refusals become exit codes (1 refused, 2 unreachable)."""
+    """A client of the running platform; its refusals become exit codes (1 refused or not found, 4 unreachable)."""
     try:
         with PlatformClient.discover(data_dir) as client:
             yield client
     except PlatformUnreachable as exc:
-        err_console.print(f"[red]error[/red] {exc.message}", highlight=False)
-        raise typer.Exit(EXIT_UNREADABLE) from None
+        err_console.print(Text.assemble(("unreachable", "red"), f" {exc.message}"), soft_wrap=True)
+        raise typer.Exit(EXIT_UNREACHABLE) from None
     except PlatformError as exc:
-        err_console.print(f"[red]refused[/red] {exc}", highlight=False, soft_wrap=True)
+        word = "not found" if exc.status_code == 404 else "refused"
+        message = exc.message if exc.status_code == 404 and not exc.findings else str(exc)
+        err_console.print(Text.assemble((word, "red"), f" {message}"), soft_wrap=True)
         raise typer.Exit(EXIT_INVALID) from None
 
 
 def _read_stack(path: Path) -> tuple[Any, yaml.Node | None]:
-    """The file's data (sugar kept: the platform expands it) and its YAML tree (for line numbers)."""
+    """The file's data (sugar kept: the platform expands it) and its YAML tree (for line numbers). Exit 2 when it
+    cannot be read, 1 when it declares nothing (an empty file must not read as "already applied")."""
     try:
         loaded = load_file(path)
-        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
     except StackFileError as exc:
-        err_console.print(f"[red]unreadable[/red] {exc}", highlight=False)
+        print_unreadable(exc)
         raise typer.Exit(EXIT_UNREADABLE) from None
-    data = json.loads(json.dumps(loaded.data if loaded.data is not None else {}, default=str))
-    return data, root
+    empty = [f for f in loaded.report.errors if f.rule == "stack.declares_nothing"]
+    if empty:
+        err_console.print(Text.assemble(f"{path}: ", ("invalid", "red"), "; nothing sent to the platform"))
+        err_console.print(finding_text("error", f"{path}", "", empty[0].message, empty[0].rule), soft_wrap=True)
+        raise typer.Exit(EXIT_INVALID)
+    data = json.loads(json.dumps(loaded.data, default=str))
+    return data, loaded.root
 
 
 def _apply(client: PlatformClient, path: Path, root: yaml.Node | None, data: Any, dry_run: bool) -> dict:
@@ -101,21 +130,24 @@ def _apply(client: PlatformClient, path: Path, root: yaml.Node | None, data: Any
     except PlatformError as exc:
         if not exc.findings:
             raise
-        err_console.print(f"{path}: [red]refused[/red] ({exc.status_code} {exc.error})", highlight=False)
+        err_console.print(Text.assemble(f"{path}: ", ("refused", "red"), f" ({exc.status_code} {exc.error}); "
+                                                                          f"nothing written"))
         for f in exc.findings:
             line = locate(root, f["path"]) if f.get("path") else None
             where = f"{path}:{line}" if line else str(path)
-            colour = {"error": "red", "warning": "yellow"}.get(f.get("severity"), "cyan")
-            value = "" if f.get("value") is None else f"  value: {json.dumps(f['value'], ensure_ascii=False)}"
-            err_console.print(f"  [{colour}]{f.get('severity')}[/{colour}] {where} {f['path']}: {f['message']}"
-                              f"{value} [dim]({f['rule']})[/dim]", highlight=False, soft_wrap=True)
+            err_console.print(finding_text(str(f.get("severity")), where, f.get("path") or "", str(f.get("message")),
+                                           str(f.get("rule")), f.get("value")), soft_wrap=True)
         raise typer.Exit(EXIT_INVALID) from None
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted while the platform applied {path}: the file is written whole or not at all "
+                          f"(one transaction) — `inferstack plan {path}` shows which", highlight=False, markup=False,
+                          soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _warnings(result: dict) -> None:
     for w in result.get("warnings") or []:
-        console.print(f"[yellow]warning[/yellow] {w['path']}: {w['message']} [dim]({w['rule']})[/dim]",
-                      highlight=False, soft_wrap=True)
+        console.print(finding_text("warning", "", w["path"], w["message"], w["rule"]), soft_wrap=True)
 
 
 @app.command()
@@ -136,9 +168,9 @@ def plan(
     with _client(data_dir) as client:
         result = _apply(client, file, root, data, dry_run=True)
     if fmt is Format.json:
-        typer.echo(json.dumps(result["plan"], indent=2, ensure_ascii=False))
+        print_json(result["plan"])
         return
-    console.print(result["plan_text"], highlight=False, markup=False)
+    console.print(plan_text(result["plan_text"]), soft_wrap=True, end="")
     _warnings(result)
 
 
@@ -154,9 +186,9 @@ def _offline_plan(old_path: Path, new_path: Path, fmt: Format) -> None:
     if new.target == "kubernetes":
         result.warnings += _kubernetes_differences(new, {c.service or c.key for c in result.changes})
     if fmt is Format.json:
-        typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        print_json(result.to_dict())
     else:
-        console.print(result.to_text(), highlight=False, markup=False)
+        console.print(plan_text(result.to_text()), soft_wrap=True, end="")
 
 
 def _kubernetes_differences(stack, changed: set[str]) -> list[str]:
@@ -174,161 +206,129 @@ def _kubernetes_differences(stack, changed: set[str]) -> list[str]:
 @app.command()
 def apply(
     file: StackPath,
-    fmt: Annotated[Format, typer.Option("--format", help="text, or json (plan, writes, changed).")] = Format.text,
+    fmt: Annotated[Format, typer.Option("--format", help="text, or json (plan, writes, changed; no progress "
+                                                         "lines).")] = Format.text,
     wait: Annotated[bool | None, typer.Option("--wait/--no-wait", help="Follow the rollout until every changed "
-                                              "deployment is Ready (exit 1 on Degraded). Default: when the platform "
-                                              "runs instances.")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to follow the rollout.")] = 300.0,
+                                              "service is Ready (exit 3 when Degraded or timed out). Default: when "
+                                              "the platform runs instances.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", help="Seconds to follow the "
+                                                                                "rollout.")] = 300.0,
     data_dir: DataDir = None,
 ) -> None:
-    """Apply FILE to the running platform in one transaction: show the plan, write it, follow the rollout."""
+    """Apply FILE in one transaction, then follow the rollout.
+
+    Shows the plan, writes it, then prints each change of the rollout (one timestamped line per change; a live table
+    on a terminal) until every changed service is Ready. Ctrl-C stops following only: what was written stays, and
+    the rollout goes on."""
     data, root = _read_stack(file)
     with _client(data_dir) as client:
         result = _apply(client, file, root, data, dry_run=False)
         if fmt is Format.json:
-            typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+            print_json(result)
         else:
             _print_applied(result)
         if wait is None:
             wait = bool(client.request("GET", "/healthz").get("runtime"))
         services = sorted({c["object"].split("/")[1] for c in result["changed"]
                            if c["object"].startswith("services/") and c["action"] != "delete"})
-        if wait and services and not _follow(client, services, timeout, quiet=fmt is Format.json):
-            raise typer.Exit(EXIT_INVALID)
+        if wait and services:
+            outcome = follow(client, services, timeout, quiet=fmt is Format.json)
+            if not outcome.ok:
+                say_outcome(outcome, services, timeout)
+                raise typer.Exit(EXIT_INTERRUPTED if outcome.outcome is Outcome.INTERRUPTED else EXIT_NOT_READY)
     raise typer.Exit(EXIT_OK)
 
 
-def _observed(obj: dict) -> bool:
-    return obj.get("status", {}).get("observed_generation") == obj["metadata"]["generation"]
-
-
-def _follow(client: PlatformClient, services: list[str], timeout: float, quiet: bool = False) -> bool:
-    """Show per-deployment progress until everything is observed and Ready (True), Degraded or the timeout (False)."""
-    import time
-
-    from rich.live import Live
-
-    deadline = time.monotonic() + timeout
-    degraded: list[str] = []
-
-    def snapshot() -> tuple[Table, bool]:
-        table = Table(title="Rollout", title_justify="left")
-        for col in ("Deployment", "Ready", "Generation", "State"):
-            table.add_column(col)
-        done = True
-        for svc in services:
-            objs = [client.get_service(svc), client.get_traffic(svc)]
-            done = done and all(_observed(o) for o in objs)
-            for dep in client.list_deployments(svc):
-                st = dep.get("status", {})
-                roles = st.get("roles") or {}
-                ready = ", ".join(f"{'' if len(roles) == 1 else name + ' '}{r.get('ready', 0)}/{r.get('desired', '?')}"
-                                  for name, r in roles.items()) or "-"
-                conds = {c["type"]: c for c in st.get("conditions") or []}
-                ok = _observed(dep) and conds.get("Ready", {}).get("status") == "True"
-                bad = conds.get("Degraded", {}).get("status") == "True"
-                if bad:
-                    degraded.append(f"{svc}/{dep['metadata']['key']}: {conds['Degraded'].get('message', '')}")
-                state = ("[green]Ready[/green]" if ok else f"[red]Degraded[/red] {conds['Degraded'].get('reason')}"
-                         if bad else f"[yellow]{conds.get('Progressing', {}).get('reason', 'Pending')}[/yellow]")
-                done = done and ok
-                table.add_row(f"{svc}/{dep['metadata']['key']}", ready,
-                              f"{st.get('observed_generation', 0)}/{dep['metadata']['generation']}", state)
-        return table, done
-
-    with Live(console=console, refresh_per_second=8, transient=False, redirect_stdout=False) as live:
-        while True:
-            degraded.clear()
-            table, done = snapshot()
-            if not quiet:
-                live.update(table)
-            if done:
-                return True
-            if degraded:
-                for line in degraded:
-                    err_console.print(f"[red]degraded[/red] {line}", highlight=False, soft_wrap=True)
-                return False
-            if time.monotonic() > deadline:
-                err_console.print(f"[red]timeout[/red] not every deployment was Ready after {timeout:g}s",
-                                  highlight=False)
-                return False
-            time.sleep(0.2)
-
-
 def _print_applied(result: dict) -> None:
+    plan = result.get("plan") or {}
     if result["writes"] == 0:
         console.print("No changes: the platform already matches the file; nothing written.", highlight=False)
+        for w in plan.get("warnings") or []:
+            console.print(Text.assemble(("warning", "yellow"), f" {w}"), soft_wrap=True)
+        _warnings(result)
         return
-    console.print(result["plan_text"], highlight=False, markup=False)
+    console.print(plan_text(result["plan_text"]), soft_wrap=True, end="")
     _warnings(result)
     console.print(f"Applied: {result['writes']} write(s).", highlight=False)
     for c in result["changed"]:
-        console.print(f"  {c['action']:<8} {c['object']}", highlight=False)
+        console.print(f"  {c['action']:<8} {c['object']}", highlight=False, markup=False)
 
 
 @app.command()
 def delete(
-    service: Annotated[str, typer.Argument(help="Service key.")],
+    service: ServiceKey,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; delete nothing.")] = False,
+    fmt: Annotated[Format, typer.Option("--format", help="text, or json (writes and changed objects; the plan with "
+                                                         "--dry-run).")] = Format.text,
     data_dir: DataDir = None,
 ) -> None:
-    """Delete a service: its traffic first, then its deployments, then the service."""
+    """Delete a service: its traffic, then its deployments, then it."""
     with _client(data_dir) as client:
         result = client.delete_service(service, dry_run=dry_run)
-    if dry_run:
-        console.print(result["plan_text"], highlight=False, markup=False)
+    if fmt is Format.json:
+        print_json(result)
         return
-    console.print(f"Deleted service {service}: {result['writes']} write(s).", highlight=False)
+    if dry_run:
+        console.print(plan_text(result["plan_text"]), soft_wrap=True, end="")
+        return
+    console.print(f"Deleted service {service}: {result['writes']} write(s).", highlight=False, markup=False)
     for c in result["changed"]:
-        console.print(f"  {c['action']:<8} {c['object']}", highlight=False)
+        console.print(f"  {c['action']:<8} {c['object']}", highlight=False, markup=False)
 
 
-def _cond(obj: dict, type_: str) -> str:
+def _cond(obj: dict, type_: str) -> Text:
     c = next((c for c in obj.get("status", {}).get("conditions") or [] if c.get("type") == type_), None)
     if c is None:
-        return "-"
-    good = (c["status"] == "True") == (type_ == "Ready")
+        return Text("-")
+    good = (c["status"] == "True") == (type_ != "Degraded")
     text = f"{c['status']} ({c['reason']})" if c.get("reason") else c["status"]
-    return f"[{'green' if good else 'red' if type_ != 'Progressing' else 'yellow'}]{text}[/]"
+    return Text(text, style="green" if good else "red" if type_ != "Progressing" else "yellow")
 
 
-def _conditions(obj: dict) -> str:
-    """Ready with its reason; Progressing and Degraded only while they are True."""
-    parts = [f"Ready {_cond(obj, 'Ready')}"]
-    for type_ in ("Progressing", "Degraded"):
-        c = next((c for c in obj.get("status", {}).get("conditions") or [] if c.get("type") == type_), None)
-        if c is not None and c["status"] == "True":
-            parts.append(f"{type_} {_cond(obj, type_)}")
-    return "\n".join(parts)
+def _conditions(obj: dict, sep: str | None = None) -> Text:
+    """Ready with its reason; the other conditions only while they say something (Degraded or Progressing True,
+    Available False, and any other type the platform reports)."""
+    parts = [Text.assemble("Ready ", _cond(obj, "Ready"))]
+    for c in obj.get("status", {}).get("conditions") or []:
+        type_ = c.get("type")
+        quiet = {"Ready": None, "Available": "True", "Progressing": "False", "Degraded": "False"}
+        if type_ in quiet and (quiet[type_] is None or c.get("status") == quiet[type_]):
+            continue
+        parts.append(Text.assemble(f"{type_} ", _cond(obj, type_)))
+    return Text(sep if sep is not None else cell_separator()).join(parts)
 
 
-def _gen(obj: dict) -> str:
+def _gen(obj: dict) -> Text:
     observed = obj.get("status", {}).get("observed_generation", 0)
     generation = obj["metadata"]["generation"]
-    return f"{observed}/{generation}" if observed == generation else f"[yellow]{observed}/{generation}[/yellow]"
+    return Text(f"{observed}/{generation}", style=None if observed == generation else "yellow")
 
 
 @app.command()
 def status(
-    service: Annotated[str | None, typer.Argument(help="Service key (default: every service).")] = None,
+    service: Annotated[str | None, typer.Argument(metavar="SERVICE", help="Service key (default: every "
+                                                                          "service).")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="text (tables), or json (the objects).")] = Format.text,
-    keys: Annotated[bool, typer.Option("--keys", help="Show the service's invocation key — once: the platform "
-                                                      "keeps only its hash afterwards.")] = False,
+    gateway_url: Annotated[bool, typer.Option("--gateway-url", help="Print only the service's gateway URL (for "
+                                                                    "scripts: URL=$(inferstack status chat "
+                                                                    "--gateway-url)); exit 3 while it has none "
+                                                                    "yet.")] = False,
+    keys: Annotated[bool, typer.Option("--keys", help="Same as `inferstack keys show SERVICE`.")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Services, or one service's deployments: generations, conditions, replicas and weights."""
-    if keys:
+    """Show services, or one service's deployments.
+
+    Generations, conditions, replicas, weights and the gateway URL."""
+    if keys or gateway_url:
         if service is None:
-            err_console.print("[red]error[/red] --keys needs a SERVICE", highlight=False)
+            err_console.print(Text.assemble(("error", "red"), f" {'--keys' if keys else '--gateway-url'} needs a "
+                                                              f"SERVICE"))
             raise typer.Exit(EXIT_INVALID)
-        with _client(data_dir) as client:
-            answer = client.request("GET", f"/v1/services/{service}/keys")
-        if answer.get("key"):
-            console.print(f"invocation key of {service}: {answer['key']}\n{answer['message']}; callers send "
-                          f"`Authorization: Bearer <key>`", highlight=False, markup=False)
-        else:
-            console.print(answer["message"], highlight=False, markup=False)
-        return
+        if keys:
+            from .keys_cmd import show_key
+
+            show_key(service, fmt, quiet=False, data_dir=data_dir)
+            return
     with _client(data_dir) as client:
         if service is None:
             services = client.list_services()
@@ -336,12 +336,20 @@ def status(
             details = None
         else:
             details = (client.get_service(service), client.list_deployments(service), client.get_traffic(service))
+    if gateway_url:
+        url = details[0]["status"].get("gateway_url") if details else None
+        if not url:
+            err_console.print(f"service {service} has no gateway URL yet (its routing is not live); see `inferstack "
+                              f"status {service}`", highlight=False, markup=False)
+            raise typer.Exit(EXIT_NOT_READY)
+        typer.echo(url)
+        return
     if fmt is Format.json:
         if details is None:
             out: Any = [{"service": s, "deployments": d} for s, d in rows]
         else:
             out = {"service": details[0], "deployments": details[1], "traffic": details[2]}
-        typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        print_json(out)
         return
     if details is None:
         _services_table(rows)
@@ -351,32 +359,31 @@ def status(
 
 def _services_table(rows: list[tuple[dict, list[dict]]]) -> None:
     if not rows:
-        console.print("No services. Apply a stack file: `inferstack apply examples/quickstart.yaml`.")
+        console.print("No services. Apply a stack file: `inferstack apply examples/quickstart.yaml`.",
+                      highlight=False, markup=False)
         return
-    table = Table(title="Services")
-    for col in ("Service", "Name", "Deployments", "Gen", "Conditions", "Gateway"):
-        table.add_column(col)
+    out = table("Service", "Name", "Deployments", "Gen", "Conditions", "Gateway", title="Services")
     for svc, deps in rows:
-        table.add_row(svc["metadata"]["key"], svc["spec"]["name"], ", ".join(d["metadata"]["key"] for d in deps)
-                      or "-", _gen(svc), _conditions(svc), svc["status"].get("gateway_url") or "-")
-    console.print(table)
+        out.add_row(svc["metadata"]["key"], svc["spec"]["name"], ", ".join(d["metadata"]["key"] for d in deps)
+                    or "-", _gen(svc), _conditions(svc), svc["status"].get("gateway_url") or "-")
+    print_table(out)
 
 
 def _service_details(svc: dict, deps: list[dict], traffic: dict) -> None:
     spec, st = svc["spec"], svc["status"]
-    console.print(f"[bold]{spec['name']}[/bold] ({svc['metadata']['key']})  resource group {spec['resource_group']}"
-                  f", VPC {spec['vpc']}, {spec.get('network_type')}, ports {spec.get('ports')}", highlight=False)
+    console.print(Text.assemble((spec["name"], "bold"), f" ({svc['metadata']['key']})  resource group "
+                                f"{spec['resource_group']}, VPC {spec['vpc']}, {spec.get('network_type')}, ports "
+                                f"{spec.get('ports')}"), soft_wrap=True)
     gateways = st.get("gateway_urls") or {}
-    console.print(f"gateway: {st.get('gateway_url') or 'not yet'}"
-                  + (f"  {gateways}" if len(gateways) > 1 else "")
-                  + f"   generation {_gen(svc)}   {_conditions(svc).replace(chr(10), '   ')}"
-                  + f"   converted: {'yes' if st.get('converted') else 'no'}", highlight=False)
+    console.print(Text.assemble(f"gateway: {st.get('gateway_url') or 'not yet'}",
+                                f"  {gateways}" if len(gateways) > 1 else "", "   generation ", _gen(svc), "   ",
+                                _conditions(svc, "   "), f"   converted: {'yes' if st.get('converted') else 'no'}"),
+                  soft_wrap=True)
     tspec = traffic["spec"]
     weights = tspec.get("weights") or {}
     total = sum(weights.values())
-    table = Table(title="Deployments")
-    for col in ("Deployment", "Queue / spec", "Replicas\ndes/rdy/upd", "Gen", "Conditions", "Weight"):
-        table.add_column(col)
+    out = table("Deployment", "Queue / spec", "Replicas des/rdy/upd", "Gen", "Conditions", "Weight",
+                title="Deployments")
     for dep in deps:
         key, ds = dep["metadata"]["key"], dep["spec"]
         roles = dep["status"].get("roles") or {}
@@ -388,9 +395,9 @@ def _service_details(svc: dict, deps: list[dict], traffic: dict) -> None:
             weight = f"{share:g}" + (f" ({share / total:.0%})" if total and total != 100 else "")
         else:
             weight = "per instance"
-        name = key if ds["name"] == key else f"{key}\n[dim]{ds['name']}[/dim]"
-        table.add_row(name, f"{ds['queue']}\n{specs}", counts, _gen(dep), _conditions(dep), weight)
-    console.print(table)
+        name = Text(key) if ds["name"] == key else Text.assemble(key, cell_separator(), (ds["name"], "dim"))
+        out.add_row(name, lines(ds["queue"], specs), counts, _gen(dep), _conditions(dep), weight)
+    print_table(out)
     extras = []
     for rule in tspec.get("header_rules") or []:
         extras.append(f"header {rule['header']}={rule['value']} → {rule['deployment']}")
@@ -398,65 +405,75 @@ def _service_details(svc: dict, deps: list[dict], traffic: dict) -> None:
         extras.append(f"mirror {tspec['mirror']['percent']:g}% → {tspec['mirror']['deployment']}")
     if tspec.get("consistent_hash"):
         extras.append(f"consistent hash on {tspec['consistent_hash']['header']}")
-    console.print(f"traffic: {tspec.get('strategy')}, timeout {tspec.get('timeout_s'):g}s, retries "
-                  f"{tspec.get('retries')}, generation {_gen(traffic)}" + "".join(f"; {e}" for e in extras),
-                  highlight=False)
+    console.print(Text.assemble(f"traffic: {tspec.get('strategy')}, timeout {tspec.get('timeout_s'):g}s, retries "
+                                f"{tspec.get('retries')}, generation ", _gen(traffic),
+                                "".join(f"; {e}" for e in extras)), soft_wrap=True)
 
 
 @app.command()
 def events(
-    service: Annotated[str | None, typer.Argument(help="Service key (default: every object).")] = None,
-    object_: Annotated[str | None, typer.Option("--object", help="One object, e.g. "
-                                                                    "services/chat/traffic.")] = None,
+    service: Annotated[str | None, typer.Argument(metavar="SERVICE", help="Service key (default: every "
+                                                                          "object).")] = None,
+    object_: Annotated[str | None, typer.Option("--object", metavar="OBJECT", help="One object, e.g. "
+                                                                                   "services/chat/traffic.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="text, or json.")] = Format.text,
     data_dir: DataDir = None,
 ) -> None:
-    """What changed, when, by which request: the platform's event log."""
+    """Show the platform's event log: what changed, when, by which request."""
     with _client(data_dir) as client:
         items = client.events(service, object=object_)
+        if service is not None and not items:
+            client.get_service(service)  # a service never seen is an error (exit 1), not an empty log
     if fmt is Format.json:
-        typer.echo(json.dumps(items, indent=2, ensure_ascii=False))
+        print_json(items)
         return
-    table = Table(title="Events")
-    for col in ("Seq", "Time", "Object", "Action", "Request", "Gen", "Changes"):
-        table.add_column(col)
+    out = table("Seq", "Time", "Object", "Action", "Request", "Gen", "Changes", title="Events")
     for e in items:
         if e.get("action") == "event":  # a runtime event: its reason and message
             what = e["reason"] + (" (warning)" if e.get("type") == "Warning" else "")
             details = e.get("message", "")
         else:
             what = e["action"]
-            details = ", ".join(e["changes"][:6]) + (" …" if len(e["changes"]) > 6 else "")
-        table.add_row(str(e["seq"]), e["time"], e["object"], what, e["request_id"], str(e["generation"]), details)
-    console.print(table)
+            details = ", ".join(e["changes"])  # all of them: nothing is cut
+        out.add_row(str(e["seq"]), e["time"], e["object"], what, e["request_id"], str(e["generation"]), details)
+    print_table(out)
 
 
-@app.command("rotate-key")
+@app.command("rotate-key", hidden=True)
 def rotate_key(
-    service: Annotated[str, typer.Argument(help="Service key.")],
+    service: ServiceKey,
+    fmt: Annotated[Format, typer.Option("--format", help="text, or json: {service, key, message}.")] = Format.text,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the new key.")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Replace a service's invocation key; the new one is shown once and the old one stops working."""
-    with _client(data_dir) as client:
-        answer = client.request("POST", f"/v1/services/{service}/keys/rotate")
-    console.print(f"new invocation key of {service}: {answer['key']}\n{answer['message']}", highlight=False,
-                  markup=False)
+    """Same as `inferstack keys rotate SERVICE`."""
+    from .keys_cmd import rotate
+
+    rotate(service, fmt, quiet, data_dir)
 
 
 @app.command()
 def logs(
-    service: Annotated[str, typer.Argument(help="Service key.")],
-    deployment: Annotated[str, typer.Argument(help="Deployment key.")],
-    tail: Annotated[int, typer.Option("--tail", help="Lines per instance.")] = 50,
+    service: ServiceKey,
+    deployment: Annotated[str, typer.Argument(metavar="DEPLOYMENT", help="Deployment key.")],
+    tail: Annotated[int, typer.Option("--tail", metavar="N", help="Lines per instance.")] = 50,
+    fmt: Annotated[Format, typer.Option("--format", help="text, or json: {service, deployment, instances: "
+                                                         "[{instance, lines}]}.")] = Format.text,
     data_dir: DataDir = None,
 ) -> None:
-    """The last lines of every instance's log of a deployment (kept after instances stop, for post-mortems)."""
+    """Show the last lines of each instance's log of a deployment.
+
+    Logs are kept after instances stop, for post-mortems."""
     with _client(data_dir) as client:
         answer = client.request("GET", f"/v1/services/{service}/deployments/{deployment}/logs",
                                 params={"tail": tail})
+    if fmt is Format.json:
+        print_json(answer)
+        return
     if not answer["instances"]:
-        console.print(f"no instance of {service}/{deployment} has logged anything yet", highlight=False)
+        console.print(f"no instance of {service}/{deployment} has logged anything yet", highlight=False,
+                      markup=False)
     for inst in answer["instances"]:
-        console.print(f"[bold]== {inst['instance']}[/bold]", highlight=False)
+        console.print(Text(f"== {inst['instance']}", style="bold"))
         for line in inst["lines"]:
             console.print(line, highlight=False, markup=False, soft_wrap=True)

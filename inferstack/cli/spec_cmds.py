@@ -1,4 +1,4 @@
-"""`inferstack validate` and `inferstack schema`."""
+"""`inferstack validate`, `inferstack schema` and `inferstack rules`."""
 
 from __future__ import annotations
 
@@ -8,14 +8,31 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
-from ..spec import LoadedStack, StackFileError, check_across_stacks, default_inventory, json_schema, load_file
+from ..spec import Finding, LoadedStack, StackFileError, check_across_stacks, default_inventory, json_schema, load_file
 from .app import EXIT_INVALID, EXIT_OK, EXIT_UNREADABLE, app, console, err_console
+from .output import finding_text, print_json, print_table, table
 
 
 class Format(str, Enum):
     text = "text"
     json = "json"
+
+
+def print_unreadable(exc: StackFileError) -> None:
+    """A file that cannot be read, on stderr: where, the offending line with a caret, and a hint."""
+    err_console.print(Text.assemble(("unreadable", "red"), f" {exc}"), soft_wrap=True)
+
+
+def _where(path: Path, f: Finding) -> str:
+    return f"{path}:{f.line}" if f.line else str(path)
+
+
+def _ordered(findings: list[Finding]) -> list[Finding]:
+    """Errors first, then warnings, then deferred rules; each kind in the input's order."""
+    rank = {"error": 0, "warning": 1, "deferred": 2}
+    return sorted(findings, key=lambda f: rank.get(f.severity.value, 3))
 
 
 def require_stack(path: Path, action: str = "") -> LoadedStack:
@@ -25,30 +42,30 @@ def require_stack(path: Path, action: str = "") -> LoadedStack:
     try:
         loaded = load_file(path, default_inventory())
     except StackFileError as exc:
-        err_console.print(f"[red]unreadable[/red] {exc}", highlight=False)
+        print_unreadable(exc)
         raise typer.Exit(EXIT_UNREADABLE) from None
     if loaded.stack is None or not loaded.report.ok:
-        err_console.print(f"{path}: [red]invalid[/red] ({len(loaded.report.errors)} error(s))"
-                          + (f"; {action}" if action else ""), highlight=False)
+        err_console.print(Text.assemble(f"{path}: ", ("invalid", "red"), f" ({len(loaded.report.errors)} error(s))"
+                                        + (f"; {action}" if action else "")), soft_wrap=True)
         for f in loaded.report.errors:
-            line = f":{f.line}" if f.line else ""
-            err_console.print(f"  [red]error[/red] {path}{line} {f.path}: {f.message} [dim]({f.rule})[/dim]",
-                              highlight=False, soft_wrap=True)
+            err_console.print(finding_text("error", _where(path, f), f.path, f.message, f.rule), soft_wrap=True)
         raise typer.Exit(EXIT_INVALID)
     return loaded
 
 
 @app.command()
 def validate(
-    files: Annotated[list[Path], typer.Argument(help="Stack files (YAML) to validate.")],
-    fmt: Annotated[Format, typer.Option("--format", help="text, or json: a list of {rule, path, value, message, "
-                                                         "severity}.")] = Format.text,
+    files: Annotated[list[Path], typer.Argument(metavar="FILE", help="Stack files (YAML) to validate.")],
+    fmt: Annotated[Format, typer.Option("--format", help="text, or json: a list of {file, rule, path, value, "
+                                                         "message, severity, line}.")] = Format.text,
     no_default_inventory: Annotated[bool, typer.Option(
         "--no-default-inventory", help="Check references against the file's own inventory only, not the "
                                        "platform's default inventory.")] = False,
 ) -> None:
-    """Check stack files against every domain rule (and, across the files, that kubernetes stacks sharing a Gateway
-    claim distinct route paths). Exit 0 valid, 1 invalid, 2 unreadable."""
+    """Check stack files against every domain rule.
+
+    Also checks, across the files, that kubernetes stacks sharing a Gateway claim distinct route paths. Exit 0 valid,
+    1 invalid (or declaring nothing), 2 unreadable."""
     base = None if no_default_inventory else default_inventory()
     worst = EXIT_OK
     out: list[dict] = []
@@ -65,9 +82,10 @@ def validate(
             worst = EXIT_UNREADABLE
             if fmt is Format.json:
                 out.append({"file": str(path), "rule": "file.unreadable", "path": "", "value": None,
-                            "message": str(exc), "severity": "error", "line": exc.line, "column": exc.column})
+                            "message": exc.problem, "severity": "error", "line": exc.line, "column": exc.column,
+                            "snippet": exc.snippet, "hint": exc.hint})
             else:
-                err_console.print(f"[red]unreadable[/red] {exc}", highlight=False)
+                print_unreadable(exc)
             continue
         if not loaded.report.ok and worst == EXIT_OK:
             worst = EXIT_INVALID
@@ -75,16 +93,14 @@ def validate(
             out.extend({"file": str(path), **f} for f in loaded.report.to_list())
             continue
         errors = loaded.report.errors
-        status = "[green]valid[/green]" if not errors else f"[red]invalid[/red] ({len(errors)} error(s))"
-        console.print(f"{path}: {status}", highlight=False)
-        for f in loaded.report.findings:
-            colour = {"error": "red", "warning": "yellow", "deferred": "cyan"}[f.severity.value]
-            line = f":{f.line}" if f.line else ""
-            value = "" if f.value is None else f"  value: {json.dumps(f.value, ensure_ascii=False)}"
-            console.print(f"  [{colour}]{f.severity.value}[/{colour}] {path}{line} {f.path}: {f.message}{value} "
-                          f"[dim]({f.rule})[/dim]", highlight=False, soft_wrap=True)
+        console.print(Text.assemble(f"{path}: ", ("valid", "green") if not errors else
+                                    ("invalid", "red"), f" ({len(errors)} error(s))" if errors else ""),
+                      soft_wrap=True)
+        for f in _ordered(loaded.report.findings):
+            console.print(finding_text(f.severity.value, _where(path, f), f.path, f.message, f.rule, f.value),
+                          soft_wrap=True)
     if fmt is Format.json:
-        typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        print_json(out)
     raise typer.Exit(worst)
 
 
@@ -98,12 +114,15 @@ def schema() -> None:
 def rules(
     fmt: Annotated[Format, typer.Option("--format", help="text, or json.")] = Format.text,
 ) -> None:
-    """List every rule id the spec enforces (the ids errors, the API's 422 bodies and the policy pack name)."""
+    """List every rule id the spec enforces.
+
+    The ids that findings, the API's 422 bodies and the policy pack name."""
     from ..spec import RULES
 
     if fmt is Format.json:
-        typer.echo(json.dumps([{"rule": r.id, "severity": r.severity.value, "summary": r.summary}
-                               for r in RULES.values()], indent=2, ensure_ascii=False))
+        print_json([{"rule": r.id, "severity": r.severity.value, "summary": r.summary} for r in RULES.values()])
         return
+    out = table("Rule", "Severity", "Summary")
     for r in RULES.values():
-        console.print(f"{r.id:<45} {r.severity.value:<8} {r.summary}", highlight=False, markup=False, soft_wrap=True)
+        out.add_row(r.id, r.severity.value, r.summary)
+    print_table(out)

@@ -4,7 +4,10 @@ A role on a prepaid queue pays for the capacity it holds — what admission rese
 starting count) plus its max surge — at the spec's prepaid price. A role on a pay-as-you-go queue pays for the
 instances it runs, at the postpaid price: the live count when known (an autoscaled count stays where the autoscaler
 has it, within the new bounds), else the count the spec starts it with. *decided:* a deployment using idle resources
-holds nothing of its own and pays for its running instances at the postpaid price."""
+holds nothing of its own and pays for its running instances at the postpaid price.
+
+Amounts are in the compute specs' `price_per_hour.currency` (`Cost.currency`); when the specs a plan prices use more
+than one currency, nothing is summed across them: every amount is unknown and `Cost.currencies` names them."""
 
 from __future__ import annotations
 
@@ -21,9 +24,14 @@ class PriceBook:
         inventory: Inventory = context.inventory.merged(stack.inventory) if context.inventory else stack.inventory
         self.queues = inventory.index("queues")
         self.specs = inventory.index("compute_specs")
+        self.currencies: set[str] = set()
+        """The currencies of the prices used so far."""
 
-    def deployment(self, dep: Deployment | None, service: str, context: PlanContext, after: bool) -> float | None:
-        """Cost per hour of `dep` (0 when absent, None when its queue or a compute spec is unknown)."""
+    def deployment(self, dep: Deployment | None, service: str, context: PlanContext, after: bool,
+                   before: Deployment | None = None) -> float | None:
+        """Cost per hour of `dep` (0 when absent, None when its queue or a compute spec is unknown). `before`: the
+        deployment as it was, when pricing the new side (an autoscaled count does not follow a `replicas` edit)."""
+        old_roles = {r.name: r for r in before.effective_roles()} if before is not None else {}
         if dep is None:
             return 0.0
         queue = self.queues.get(dep.queue)
@@ -34,17 +42,20 @@ class PriceBook:
             spec = self.specs.get(role.compute_spec)
             if spec is None:
                 return None
+            self.currencies.add(spec.price_per_hour.currency)
             if queue.billing == "prepaid" and not dep.use_idle:
                 count = role.starting_replicas
                 total += (count + role.rolling_update.bounds(count)[1]) * spec.price_per_hour.prepaid
             else:
                 live = context.current_replicas.get((service, key_of_deployment(dep), role.name))
-                total += _running(role, live, after) * spec.price_per_hour.postpaid
+                total += _running(role, live, after, old_roles.get(role.name)) * spec.price_per_hour.postpaid
         return round(total, 6)
 
 
-def _running(role: Role, live: int | None, after: bool) -> int:
+def _running(role: Role, live: int | None, after: bool, old: Role | None = None) -> int:
     if role.autoscaling is not None:
+        if live is None and old is not None and old.autoscaling is not None:
+            live = old.starting_replicas  # where the autoscaler started it; `replicas` edits do not move it
         if live is None:
             return role.starting_replicas
         return max(role.autoscaling.floor, min(live, role.autoscaling.ceiling))
@@ -61,6 +72,10 @@ def plan_cost(old: StackFile, new: StackFile, context: PlanContext) -> Cost:
     cost = Cost()
     for key in [*new_services, *(k for k in old_services if k not in new_services)]:
         cost.lines.extend(_service_lines(key, old_services.get(key), new_services.get(key), before, after, context))
+    cost.currencies = sorted(before.currencies | after.currencies)
+    if len(cost.currencies) > 1:  # amounts in different currencies are never added up
+        for line in cost.lines:
+            line.before = line.after = None
     return cost
 
 
@@ -69,7 +84,7 @@ def _service_lines(key: str, old: Service | None, new: Service | None, before: P
     old_deps = {key_of_deployment(d): d for d in old.deployments} if old else {}
     new_deps = {key_of_deployment(d): d for d in new.deployments} if new else {}
     lines = [CostLine(key, dkey, before.deployment(old_deps.get(dkey), key, context, after=False),
-                      after.deployment(new_deps.get(dkey), key, context, after=True))
+                      after.deployment(new_deps.get(dkey), key, context, after=True, before=old_deps.get(dkey)))
              for dkey in [*new_deps, *(k for k in old_deps if k not in new_deps)]]
     total = CostLine(key, None, sum_or_none(ln.before for ln in lines), sum_or_none(ln.after for ln in lines))
     return [total, *lines]

@@ -45,7 +45,7 @@ from .normalise import (
     service_public,
     traffic_data,
 )
-from .rollout import full_outage_warning, impacts, redeploy_reasons, roles_by_name
+from .rollout import full_outage_warning, ignored_replicas_warnings, impacts, redeploy_reasons, roles_by_name
 
 INVENTORY_ORDER = ("vpcs", "resource_groups", "compute_specs", "images", "queues", "subnets", "security_groups")
 """Inventory kinds in the order they are created: a kind comes after the kinds it references."""
@@ -312,8 +312,15 @@ def diff(old: StackFile | None, new: StackFile | None, context: PlanContext | No
     changes.extend(late)
     if context.target == "kubernetes":
         kubernetes_warnings(changes, old, new)
-    return Plan(changes=changes, warnings=[w for c in changes for w in c.warnings],
-                cost=plan_cost(old, new, context))
+    warnings = [w for c in changes for w in c.warnings]
+    for key, svc in new_services.items():
+        before = old_services.get(key)
+        old_deps = {key_of_deployment(d): d for d in before.deployments} if before else {}
+        for dep in svc.deployments:
+            dkey = key_of_deployment(dep)
+            if dkey in old_deps:
+                warnings.extend(ignored_replicas_warnings(f"{key}/{dkey}", old_deps[dkey], dep))
+    return Plan(changes=changes, warnings=warnings, cost=plan_cost(old, new, context))
 
 
 def diff_object(kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None,

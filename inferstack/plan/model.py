@@ -132,6 +132,19 @@ class Cost:
     """Cost per hour of every service and deployment the plan touches or keeps, before and after."""
 
     lines: list[CostLine] = field(default_factory=list)
+    currencies: list[str] = field(default_factory=list)
+    """The currencies of the prices used (one, normally; none when nothing was priced)."""
+
+    @property
+    def currency(self) -> str | None:
+        """The currency of every amount, or None when several (amounts are then unknown) or none were used."""
+        return self.currencies[0] if len(self.currencies) == 1 else None
+
+    @property
+    def changed(self) -> bool:
+        """True when some known amount moves."""
+        return any(line.before is not None and line.after is not None and line.before != line.after
+                   for line in self.lines)
 
     @property
     def before(self) -> float | None:
@@ -156,8 +169,8 @@ class Cost:
         return next((ln for ln in self.lines if ln.service == service and ln.deployment == key), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"before": self.before, "after": self.after, "delta": self.delta,
-                "lines": [line.to_dict() for line in self.lines]}
+        return {"currency": self.currency, "currencies": list(self.currencies), "before": self.before,
+                "after": self.after, "delta": self.delta, "lines": [line.to_dict() for line in self.lines]}
 
 
 def difference(before: float | None, after: float | None) -> float | None:

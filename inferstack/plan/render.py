@@ -1,4 +1,9 @@
-"""A plan as plain text (the CLI) and as JSON-able data (the API). Secrets are already masked in the plan."""
+"""A plan as plain text (the CLI) and as JSON-able data (the API). Secrets are already masked in the plan.
+
+The text never cuts a value (a review must see every change whole), shows an absent weight as 0 (a deployment a
+weighted service does not name takes no traffic), gives cost with its unit, and prints no section with nothing in it.
+Each object's line starts with its action's symbol (`+ create`, `~ update`, `± replace`, `- delete`), which the CLI
+colours on a terminal."""
 
 from __future__ import annotations
 
@@ -8,10 +13,9 @@ from typing import TYPE_CHECKING, Any
 from inferstack.spec import STANDARD_ROLE
 
 if TYPE_CHECKING:
-    from .model import Change, CostLine, Plan
+    from .model import Change, Cost, CostLine, Plan
 
 SYMBOLS = {"create": "+", "update": "~", "replace": "±", "delete": "-"}
-MAX_VALUE = 100
 
 
 def plan_dict(plan: Plan) -> dict[str, Any]:
@@ -35,7 +39,7 @@ def plan_text(plan: Plan) -> str:
         lines.append("")
         for change in plan.changes:
             lines.extend(_change_lines(change))
-    lines.extend(_cost_lines(plan))
+    lines.extend(_cost_lines(plan, plan.empty))
     if plan.warnings:
         lines.append("")
         lines.append("Warnings:")
@@ -50,7 +54,9 @@ def _change_lines(change: Change) -> list[str]:
     out = [head]
     if change.kind == "deployment" and change.action == "create" and change.new:
         out.append(f"      {_deployment_summary(change.new)}")
-    out.extend(f"      {p.path}: {_value(p.old)} → {_value(p.new)}" for p in change.properties)
+    weights = change.kind == "traffic"
+    out.extend(f"      {p.path}: {_value(p.old, weights and p.path.startswith('weights['))} → "
+               f"{_value(p.new, weights and p.path.startswith('weights['))}" for p in change.properties)
     for r in change.redeploy:
         out.append(f"      redeploys role {r.role} ({', '.join(r.reasons)}): {r.replicas} instance(s), up to {r.dip} "
                    f"unavailable and {r.surge} extra at once")
@@ -66,30 +72,38 @@ def _deployment_summary(data: dict[str, Any]) -> str:
     return f"on {data.get('queue')}: {', '.join(parts)}"
 
 
-def _value(value: Any) -> str:
+def _value(value: Any, weight: bool = False) -> str:
+    """A property value in full (JSON). An absent weight is 0: that is what it means for a weighted service."""
     if value is None:
-        return "(none)"
-    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-    return text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 3] + "..."
+        return "0" if weight else "(none)"
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 
-def _cost_lines(plan: Plan) -> list[str]:
+def _cost_lines(plan: Plan, empty: bool) -> list[str]:
+    """Cost per hour: nothing for an empty plan whose cost does not move; one line when a plan leaves it unchanged;
+    else the total and each service and deployment whose cost moves."""
     cost = plan.cost
-    if not cost.lines:
+    if not cost.lines or (empty and not cost.changed):
         return []
+    if len(cost.currencies) > 1:
+        return ["", f"Cost per hour: not added up: the prices are in {' and '.join(cost.currencies)}"]
+    unit = f"{cost.currency or 'price units'} per hour"
     if cost.delta is None:
-        out = ["", "Cost per hour: unknown (some queues or compute specs are not in the inventory given)"]
-    else:
-        out = ["", f"Cost per hour: {_span(cost)}"]
+        return ["", f"Cost ({unit}): unknown (some queues or compute specs are not in the inventory given)"]
+    if not cost.changed:
+        return ["", f"Cost ({unit}): {_money(cost.after)}, unchanged"]
+    out = ["", f"Cost ({unit}): {_span(cost)}"]
     for line in cost.lines:
+        if line.before == line.after:
+            continue
         if line.deployment is None:
             out.append(f"  {line.service:<24} {_span(line)}")
-        elif line.before != line.after:
+        else:
             out.append(f"    {line.deployment:<22} {_span(line)}")
     return out
 
 
-def _span(line: CostLine) -> str:
+def _span(line: CostLine | Cost) -> str:
     return f"{_money(line.before)} → {_money(line.after)} ({_delta(line.delta)})"
 
 

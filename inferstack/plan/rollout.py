@@ -111,3 +111,21 @@ def full_outage_warning(change_id: str, impact: RoleImpact, role: Role, legacy_d
     who = f"{DEFAULT_NAME} ({change_id})" if legacy_default else change_id
     return (f"{who} redeploys role '{impact.role}' with max_unavailable 100 %: all {impact.replicas} instance(s) may "
             f"be unavailable at once; lower max_unavailable (or rely on max_surge) before this change")
+
+
+def ignored_replicas_warnings(change_id: str, old: Deployment, new: Deployment) -> list[str]:
+    """A warning for each role whose `replicas` the new spec changes while autoscaling stays on: with autoscaling the
+    count only sets the starting number (the autoscaler owns the live one, in status), so the edit changes nothing —
+    the plan says so rather than a silent "No changes"."""
+    old_roles = roles_by_name(old)
+    out = []
+    for name, role in roles_by_name(new).items():
+        before = old_roles.get(name)
+        if (before is None or role.autoscaling is None or before.autoscaling is None
+                or role.replicas is None or role.replicas == before.replicas):
+            continue
+        field = "replicas" if len(old_roles) == 1 and not new.roles else f"roles[{name}].replicas"
+        out.append(f"{change_id}: `{field}` {before.replicas if before.replicas is not None else '(none)'} → "
+                   f"{role.replicas} is not applied: autoscaling is on, so `replicas` only sets the starting count "
+                   f"(the autoscaler owns the live count; turn autoscaling off to set it)")
+    return out

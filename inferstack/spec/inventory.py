@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .types import Capacity, Cidr, Description, GpuCount, Model, NonNegative, Port, Ref, Resource
+from .types import Capacity, Cidr, Currency, Description, GpuCount, Model, NonNegative, Port, Ref, Resource
 
 Billing = Literal["prepaid", "postpaid"]
 
@@ -51,10 +51,12 @@ class Machine(Model):
 
 
 class Prices(Model):
-    """Price per instance-hour."""
+    """Price per instance-hour, in `currency`."""
 
     prepaid: NonNegative = Field(0.0, description="Price per hour of held prepaid capacity.")
     postpaid: NonNegative = Field(0.0, description="Price per hour of a running pay-as-you-go instance.")
+    currency: Currency = Field("USD", description="ISO 4217 code of the prices' currency; plans show cost in it.",
+                               examples=["USD", "CNY"])
 
 
 class ComputeSpec(Model):

@@ -46,6 +46,9 @@ _RULES = [
     Rule("role.name_format", "role names match ^[a-z][a-z0-9-]{0,19}$"),
     Rule("compute_spec.resources_positive", "cpu and memory are greater than 0, GPU counts >= 0, prices >= 0"),
     Rule("queue.capacity_non_negative", "queue capacity is a number of instances >= 0"),
+    Rule("compute_spec.currency_code", "prices name their currency by its ISO 4217 code (USD, CNY, ...)"),
+    # the stack file
+    Rule("stack.declares_nothing", "a stack file declares at least one service or inventory object"),
     # inventory
     Rule("inventory.name_unique", "inventory names are unique per kind"),
     Rule("queue.resource_group_exists", "a queue belongs to a resource group of the inventory"),

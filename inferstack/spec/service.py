@@ -383,7 +383,10 @@ class Service(Model):
                 if isinstance(d, dict) and "weight" in d:
                     d = dict(d)
                     weight = d.pop("weight")
-                    key = d.get("key") or d.get("name")
+                    key = d.get("key") if d.get("key") is not None else d.get("name")
+                    if not isinstance(key, str) or not KEY_RE.match(key):
+                        expanded.append(d)  # no usable key: the deployment's key problem is reported where it is
+                        continue
                     if key in weights:
                         raise PydanticCustomError(
                             "traffic.weight_given_twice",

@@ -15,7 +15,7 @@ from .inventory import Inventory
 from .kubernetes import KubernetesOptions, kubernetes_findings, route_claims, route_path_findings
 from .service import Service
 from .types import Model
-from .validate import inventory_findings, parse, parse_services, service_findings
+from .validate import _finding, inventory_findings, parse, parse_services, service_findings
 
 
 class StackFile(Model):
@@ -33,12 +33,66 @@ class StackFile(Model):
 
 
 class StackFileError(Exception):
-    """The file cannot be read as YAML at all (exit code 2 in the CLI)."""
+    """The file cannot be read as YAML at all (exit code 2 in the CLI).
 
-    def __init__(self, source: str, message: str, line: int | None = None, column: int | None = None):
+    `str()` is what a person needs to fix it: `source:line:column: problem`, then (for YAML errors) the offending
+    line with a caret under the column and, for the common mistakes (tabs, indentation, a missing colon, an unclosed
+    quote or bracket, a repeated key), a hint."""
+
+    def __init__(self, source: str, message: str, line: int | None = None, column: int | None = None,
+                 snippet: str = "", hint: str = ""):
         self.source, self.line, self.column = source, line, column
+        self.problem, self.snippet, self.hint = message, snippet, hint
         where = f"{source}" + (f":{line}:{column}" if line else "")
-        super().__init__(f"{where}: {message}")
+        text = f"{where}: {message}"
+        if snippet:
+            text += "\n" + snippet
+        if hint:
+            text += f"\nhint: {hint}"
+        super().__init__(text)
+
+
+# Hints for PyYAML's problems, by a phrase of the problem (first match wins).
+_YAML_HINTS = (
+    ("'\\t'", "YAML indents with spaces only: replace the tab (shown as →) with spaces"),
+    ("could not find expected ':'", ("a key needs a colon and a space after it (`key: value`); a plain value that "
+                                     "runs onto the next line must be quoted")),
+    ("mapping values are not allowed here", ("a `key: value` appears where only a value may: the line above may lack "
+                                             "its colon or the space after it (`key: value`, not `key:value`), or "
+                                             "this line is indented deeper than the keys it belongs with")),
+    ("expected <block end>", ("indentation: this line does not line up with the keys (or `- ` items) it belongs "
+                              "with; items of one mapping or list start in the same column")),
+    ("did not find expected key", ("indentation: this line does not line up with the keys it belongs with; keys of "
+                                   "one mapping start in the same column")),
+    ("did not find expected '-' indicator", "indentation: items of one list start with `- ` in the same column"),
+    ("duplicate key", "a key may appear once per mapping: remove or rename the repeated one"),
+    ("while scanning a quoted scalar", "a quoted value is not closed: add the closing quote"),
+    ("while parsing a flow", "a `[` list or `{` mapping is not closed, or its items lack a comma"),
+)
+
+
+def _yaml_error(source: str, text: str, exc: yaml.YAMLError) -> StackFileError:
+    """A PyYAML error as a StackFileError: the line to show with a caret, and a hint when the mistake is common."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return StackFileError(source, str(exc))
+    problem = exc.problem or str(exc)
+    described = f"{exc.context or ''} {problem}"
+    lines = text.splitlines()
+    mark = exc.problem_mark or exc.context_mark
+    context = exc.context_mark
+    if context is not None and ("could not find expected ':'" in problem or mark is None or mark.line >= len(lines)):
+        mark = context  # the key that lacks its colon, or the quote still open at the end: not where the scan ended
+    hint = next((h for phrase, h in _YAML_HINTS if phrase in described), "")
+    if mark is None:
+        return StackFileError(source, problem, hint=hint)
+    line, column = mark.line, mark.column
+    if line >= len(lines) and lines:  # the end of the file: point just past its last line
+        line, column = len(lines) - 1, len(lines[-1])
+    snippet = ""
+    if line < len(lines):
+        gutter = f"{line + 1:>5} | "
+        snippet = f"{gutter}{lines[line].replace(chr(9), '→')}\n{' ' * (len(gutter) - 2)}| {' ' * column}^"
+    return StackFileError(source, problem, line + 1, column + 1, snippet, hint)
 
 
 class _Loader(yaml.SafeLoader):
@@ -61,27 +115,35 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 
 @dataclass
 class LoadedStack:
-    """A parsed stack file: the model (None when it has field errors) and every finding."""
+    """A parsed stack file: the model (None when it has field errors), every finding, and the YAML tree it came from
+    (`root`, for line numbers; None when loaded from data)."""
 
     source: str
     stack: StackFile | None
     report: Report
     data: Any
+    root: yaml.Node | None = None
+
+
+def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, yaml.Node | None]:
+    """The document's data and its node tree, from one parse (line numbers come from the same tree)."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.YAMLError as exc:
+        raise _yaml_error(source, text, exc) from exc
+    finally:
+        loader.dispose()
+    return data, root
 
 
 def load_text(text: str, source: str = "<string>", base_inventory: Inventory | None = None) -> LoadedStack:
     """Parse YAML text into a stack and validate it; findings carry line numbers where they can."""
-    try:
-        data = yaml.load(text, Loader=_Loader)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise StackFileError(source, f"{exc.problem or exc}", mark.line + 1 if mark else None,
-                             mark.column + 1 if mark else None) from exc
-    except yaml.YAMLError as exc:
-        raise StackFileError(source, str(exc)) from exc
-    loaded = validate_stack(data if data is not None else {}, source, base_inventory)
+    data, root = parse_yaml(text, source)
+    loaded = validate_stack(data, source, base_inventory)
     loaded.report.findings = [_with_line(f, root) for f in loaded.report.findings]
+    loaded.root = root
     return loaded
 
 
@@ -102,13 +164,20 @@ def validate_stack(data: Any, source: str = "<data>", base_inventory: Inventory 
     `base_inventory`: objects the target already has (e.g. the platform's default inventory); the file's own
     inventory objects are added to it or replace those of the same kind and name."""
     report = Report()
+    if data is None:
+        report.findings.append(_finding("stack.declares_nothing", "", None, "the file declares nothing (it is empty "
+                                        "or only comments): add `services:` and, if needed, `inventory:` objects — "
+                                        "see examples/quickstart.yaml"))
+        return LoadedStack(source, None, report, data)
     if not isinstance(data, dict):
-        from .validate import _finding
-
         report.findings.append(_finding("field.type", "", type(data).__name__,
                                         "a stack file is a mapping with `inventory:` and `services:`"))
         return LoadedStack(source, None, report, data)
     stack, found = parse(StackFile, data, "")
+    if stack is not None and not stack.services and not any(getattr(stack.inventory, k) for k in Inventory.KINDS):
+        report.findings.append(_finding("stack.declares_nothing", "", None, "the file declares no services and no "
+                                        "inventory objects: add `services:` (and, if needed, `inventory:` objects)"))
+        return LoadedStack(source, None, report, data)
     if stack is not None:
         inventory = base_inventory.merged(stack.inventory) if base_inventory else stack.inventory
         report.extend(inventory_findings(stack.inventory, context=inventory))
@@ -123,12 +192,12 @@ def validate_stack(data: Any, source: str = "<data>", base_inventory: Inventory 
     if inv is not None:
         report.extend(inventory_findings(inv, context=base_inventory.merged(inv) if base_inventory else None))
     raw = data.get("services") or []
-    services, paths, indexes, found = parse_services(raw if isinstance(raw, list) else [])
+    services, paths, repairs, found = parse_services(raw if isinstance(raw, list) else [])
     report.extend(f for f in found if f.severity is Severity.DEFERRED)  # the field errors are reported already
     if inv is not None and base_inventory is not None:
         inv = base_inventory.merged(inv)
     report.extend(service_findings(services, paths, inv or base_inventory or Inventory(), partial=inv is None,
-                                   deployment_indexes=indexes))
+                                   deployment_indexes=repairs))
     if data.get("target") == "kubernetes":
         options, _ = parse(KubernetesOptions, data.get("kubernetes") or {}, "kubernetes")
         report.extend(kubernetes_findings(services, paths, options))

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from .rules import RULES
@@ -22,6 +22,7 @@ KEY_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$")
 ROLE_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PERCENT_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%$")
 
 # A value not known yet (a Pulumi Output during preview). Rules that need it are reported as deferred.
 UNKNOWN = "<unknown>"
@@ -78,8 +79,22 @@ EnvName = Annotated[str, check("env.name_format", lambda v: bool(ENV_NAME_RE.mat
 AbsPath = Annotated[str, check("mount.path_absolute", lambda v: v.startswith("/") and "\x00" not in v,
                                "must be an absolute path (starting with '/')")]
 Priority = Annotated[int, check("priority.range", lambda v: 1 <= v <= 9, "must be an integer from 1 to 9")]
-Percent = Annotated[float, check("rolling_update.percent_range", lambda v: 0 <= v <= 100,
-                                 "must be a percentage from 0 to 100")]
+
+
+def _percent_string(value: Any) -> Any:
+    """`"25%"` (the Kubernetes habit) is 25; other strings are refused here with the accepted forms named."""
+    if not isinstance(value, str):
+        return value
+    match = PERCENT_RE.match(value)
+    if match is None:
+        raise PydanticCustomError("field.type", 'must be a percentage: a number from 0 to 100, or a string such as '
+                                                '"25%"')
+    return float(match.group(1))
+
+
+Percent = Annotated[float, BeforeValidator(_percent_string, json_schema_input_type=(
+    float | Annotated[str, Field(pattern=PERCENT_RE.pattern)])),
+    check("rolling_update.percent_range", lambda v: 0 <= v <= 100, "must be a percentage from 0 to 100")]
 Count = Annotated[int, check("replicas.min_one", lambda v: v >= 1, "must be at least 1")]
 Cron = Annotated[str, check("autoscaling.cron_format", _cron_ok, "must be a cron expression such as '0 9 * * 1-5'")]
 TimeZone = Annotated[str, check("autoscaling.timezone_known", _tz_ok, "must be an IANA time zone such as Asia/Shanghai")]
@@ -97,6 +112,8 @@ Retries = Annotated[int, check("traffic.retries_range", lambda v: 0 <= v <= 3, "
 Resource = Annotated[float, check("compute_spec.resources_positive", lambda v: v > 0, "must be greater than 0")]
 NonNegative = Annotated[float, check("compute_spec.resources_positive", lambda v: v >= 0, "must be 0 or more")]
 GpuCount = Annotated[int, check("compute_spec.resources_positive", lambda v: v >= 0, "must be 0 or more")]
+Currency = Annotated[str, check("compute_spec.currency_code", lambda v: bool(re.fullmatch(r"[A-Z]{3}", v)),
+                                "must be an ISO 4217 currency code such as USD or CNY")]
 Capacity = Annotated[int, check("queue.capacity_non_negative", lambda v: v >= 0, "must be 0 or more instances")]
 
 

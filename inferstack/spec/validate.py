@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -12,7 +13,7 @@ from .findings import SECRET_MASK, Finding, Report, Severity
 from .inventory import Inventory
 from .rules import RULES
 from .service import ROLE_FIELDS, Deployment, Probe, Role, Service
-from .types import UNKNOWN, Model
+from .types import KEY_RE, UNKNOWN, Model
 
 _PYDANTIC_RULES = {
     "missing": "field.required",
@@ -76,21 +77,110 @@ def _mask(value: Any) -> Any:
     return value
 
 
-def parse_service_partially(raw: Any) -> tuple[Service | None, list[int]]:
-    """A service whose deployments have field errors, parsed without those deployments, so that every other rule
-    still runs on the rest (all violations at once). Returns (service, kept deployment indexes) or (None, [])."""
+@dataclass
+class Repair:
+    """How a service whose deployments have field errors was parsed anyway, so that every other rule still runs.
+
+    A deployment with field errors is kept with each erroneous top-level field replaced: references (queue, subnet,
+    security group, compute spec, image, name) by the `UNKNOWN` placeholder, anything else by its default. Only the
+    cross-object rules whose inputs are all intact are then reported for it (a zone mismatch is not hidden by a typo
+    in `replicas`); rules that need a broken field are deferred, never run on a stand-in value."""
+
+    indexes: list[int]
+    """The original index of each deployment the parsed service kept (paths stay the input's)."""
+    field_errors: dict[int, set[str]] = field(default_factory=dict)
+    """Original deployment index -> its top-level fields that have errors (they were replaced)."""
+    dropped: list[int] = field(default_factory=list)
+    """Deployments that could not be parsed even so (not an object, or an error on the whole deployment)."""
+
+
+# Deployment fields whose broken value is replaced by the `UNKNOWN` placeholder (rules on it are then deferred).
+_PLACEHOLDERS: dict[str, Any] = {"name": UNKNOWN, "queue": UNKNOWN, "subnet": UNKNOWN, "security_group": UNKNOWN,
+                                 "compute_spec": UNKNOWN, "image": {"preset": UNKNOWN}}
+# The rules reported for a repaired deployment — cross-object references — each with the field at its path and the
+# other fields it reads. Single-field and cross-field rules of a repaired deployment wait until its field errors are
+# fixed (the field errors themselves are reported).
+_REPAIRED_RULES: dict[str, tuple[str, set[str]]] = {
+    "deployment.image_preset_exists": ("image", set()), "deployment.queue_exists": ("queue", set()),
+    "deployment.queue_in_resource_group": ("queue", set()), "deployment.subnet_exists": ("subnet", set()),
+    "subnet.in_service_vpc": ("subnet", set()), "subnet.zone_matches_queue": ("subnet", {"queue"}),
+    "deployment.security_group_exists": ("security_group", set()),
+    "security_group.in_service_vpc": ("security_group", set()),
+    "security_group.allows_ports": ("security_group", {"ports"}),
+    "deployment.compute_spec_exists": ("compute_spec", {"inference_mode", "roles"}),
+    "deployment.compute_spec_offered_by_queue": ("compute_spec", {"queue", "inference_mode", "roles"}),
+}
+
+
+def _top_fields(error: ValidationError) -> set[str]:
+    """The top-level fields an error of a model's validation is about ("" when it is about the whole object)."""
+    return {str(e["loc"][0]) if e["loc"] else "" for e in error.errors(include_url=False)}
+
+
+def _repaired(raw: dict[str, Any]) -> tuple[dict[str, Any], set[str]] | None:
+    """`raw` (a deployment with field errors) with its broken fields replaced, and those fields; None if it cannot be."""
+    try:
+        Deployment.model_validate({k: v for k, v in raw.items() if k != "weight"})
+        return raw, set()
+    except ValidationError as exc:
+        bad = _top_fields(exc)
+    if "" in bad:
+        return None
+    fixed = {k: v for k, v in raw.items() if k not in bad}
+    fixed.update({k: v for k, v in _PLACEHOLDERS.items() if k in bad})
+    if "key" in bad or "name" in bad:
+        fixed.pop("weight", None)  # no usable key: its weight cannot be placed (the key problem is reported)
+    if parse(Deployment, {k: v for k, v in fixed.items() if k != "weight"}, "")[0] is None:
+        return None
+    return fixed, bad
+
+
+def parse_service_partially(raw: Any) -> tuple[Service | None, Repair | None]:
+    """A service whose deployments have field errors, parsed with those deployments repaired (see `Repair`), so that
+    every other rule still runs on the rest (all violations at once). (None, None) when the errors are elsewhere."""
     if not isinstance(raw, dict) or not isinstance(raw.get("deployments"), list):
-        return None, []
-    deployments = raw["deployments"]
+        return None, None
+    repair = Repair(indexes=[])
     kept = []
-    for i, dep in enumerate(deployments):
-        data = {k: v for k, v in dep.items() if k != "weight"} if isinstance(dep, dict) else dep
-        if parse(Deployment, data, "")[0] is not None:
-            kept.append(i)
-    if len(kept) == len(deployments):
-        return None, []  # the errors are in the service's own fields
-    service, _ = parse(Service, {**raw, "deployments": [deployments[i] for i in kept]}, "")
-    return (service, kept) if service is not None else (None, [])
+    for i, dep in enumerate(raw["deployments"]):
+        fixed = _repaired(dep) if isinstance(dep, dict) else None
+        if fixed is None:
+            repair.dropped.append(i)
+            continue
+        data, bad = fixed
+        if bad:
+            repair.field_errors[i] = bad
+        repair.indexes.append(i)
+        kept.append(data)
+    if not repair.field_errors and not repair.dropped:
+        return None, None  # the errors are in the service's own fields
+    service, _ = parse(Service, {**raw, "deployments": kept}, "")
+    if service is None:
+        return None, None
+    for dep, i in zip(service.deployments, repair.indexes):
+        if "key" in repair.field_errors.get(i, ()):
+            dep.key = None  # not the name's stand-in: the key the input gives is broken
+    return service, repair
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith((prefix + ".", prefix + "["))
+
+
+def _repaired_findings(found: Iterable[Finding], path: str, bad: set[str]) -> Iterator[Finding]:
+    """What may be reported of a repaired deployment (see `Repair`): the cross-object rules whose inputs are intact;
+    each one that reads a broken field is deferred (whatever it would say of the stand-in value)."""
+    for f in found:
+        if f.rule not in _REPAIRED_RULES or any(_under(f.path, f"{path}.{b}") for b in bad):
+            continue
+        if not _REPAIRED_RULES[f.rule][1] & bad:
+            yield f
+    for rule, (subject, reads) in _REPAIRED_RULES.items():
+        needs = reads & bad
+        roles_broken = subject == "compute_spec" and bad & {"inference_mode", "roles"}  # role rules simply wait
+        if needs and subject not in bad and not roles_broken:
+            yield _deferred(rule, f"{path}.{subject}", None,
+                            f"{', '.join(sorted(needs))} of this deployment has errors; checked once fixed")
 
 
 def parse(model: type[BaseModel], data: Any, path: str) -> tuple[Any, list[Finding]]:
@@ -172,20 +262,20 @@ class _Lookup:
 
 def service_findings(services: Sequence[Service], paths: Sequence[str], inv: Inventory,
                      partial: bool = False,
-                     deployment_indexes: Sequence[list[int] | None] | None = None) -> list[Finding]:
+                     deployment_indexes: Sequence[Repair | None] | None = None) -> list[Finding]:
     """Cross-field and cross-object rules over parsed services.
 
-    `deployment_indexes[i]`: for a service parsed without its deployments that have field errors (see
-    `parse_service_partially`), the original index of each deployment it kept, so paths stay the input's."""
+    `deployment_indexes[i]`: for a service parsed with its deployments that have field errors repaired (see
+    `parse_service_partially`), how it was repaired, so that paths stay the input's and no rule runs on a stand-in."""
     out: list[Finding] = []
     look = _Lookup(inv, partial)
     keys: dict[str, str] = {}
     names: dict[tuple[str, str], str] = {}
-    indexes_of = list(deployment_indexes or [None] * len(services))
-    for svc, base, indexes in zip(services, paths, indexes_of):
+    repairs = list(deployment_indexes or [None] * len(services))
+    for svc, base, repair in zip(services, paths, repairs):
         if svc.key is None:
-            out.append(_finding("service.key_required", f"{base}.key", None,
-                                f"name '{svc.name}' is not a valid key (^[a-z][a-z0-9-]{{0,39}}$); set `key`"))
+            out.append(_finding("service.key_required", base, svc.name,
+                                f"name '{svc.name}' is not a valid key ({KEY_RE.pattern}); set `key`"))
         elif svc.key in keys:
             out.append(_finding("service.key_unique", f"{base}.key", svc.key,
                                 f"key '{svc.key}' is already used by {keys[svc.key]}"))
@@ -197,8 +287,8 @@ def service_findings(services: Sequence[Service], paths: Sequence[str], inv: Inv
                                 f"{names[(svc.resource_group, svc.name)]}"))
         else:
             names[(svc.resource_group, svc.name)] = base
-        out.extend(_one_service(svc, base, look, indexes))
-    if any(indexes_of):
+        out.extend(_one_service(svc, base, look, repair))
+    if any(repairs):
         out.append(_deferred("capacity.prepaid_fits", paths[0].split("[")[0], None,
                              "deployments with field errors are not counted yet; capacity is checked again once "
                              "they are fixed"))
@@ -206,25 +296,29 @@ def service_findings(services: Sequence[Service], paths: Sequence[str], inv: Inv
     return out
 
 
-def _one_service(svc: Service, base: str, look: _Lookup, indexes: list[int] | None = None) -> Iterator[Finding]:
+def _one_service(svc: Service, base: str, look: _Lookup, repair: Repair | None = None) -> Iterator[Finding]:
     out: list[Finding] = []
     look.get("resource_groups", svc.resource_group, "service.resource_group_exists", f"{base}.resource_group",
              "resource group", out)
     look.get("vpcs", svc.vpc, "service.vpc_exists", f"{base}.vpc", "VPC", out)
     yield from out
     yield from _dupes(svc.ports, "service.ports_unique", f"{base}.ports", "call port")
-    if indexes is None:
-        yield from _traffic(svc, base)
-    else:
+    if repair is not None and repair.dropped:
         yield _deferred("traffic.weights_sum", f"{base}.traffic", None,
-                        "traffic rules run once every deployment of the service parses")
+                        f"traffic rules run once every deployment of the service parses "
+                        f"({', '.join(f'deployments[{i}]' for i in repair.dropped)} cannot be read yet)")
+    else:
+        yield from _traffic(svc, base, [repair.indexes[j] if repair else j for j in range(len(svc.deployments))])
     dkeys: dict[str, int] = {}
-    for i, dep in enumerate(svc.deployments):
-        i = indexes[i] if indexes is not None else i
+    for j, dep in enumerate(svc.deployments):
+        i = repair.indexes[j] if repair is not None else j
+        bad = repair.field_errors.get(i, set()) if repair is not None else set()
         path = f"{base}.deployments[{i}]"
-        if dep.key is None:
-            yield _finding("deployment.key_required", f"{path}.key", None,
-                           f"name '{dep.name}' is not a valid key (^[a-z][a-z0-9-]{{0,39}}$); set `key`")
+        if bad & {"key", "name"}:
+            pass  # its key is not known yet: the field error says why
+        elif dep.key is None:
+            yield _finding("deployment.key_required", path, dep.name,
+                           f"name '{dep.name}' is not a valid key ({KEY_RE.pattern}); set `key` on this deployment")
         elif dep.key in dkeys:
             other = next(d for d in svc.deployments if d.key == dep.key)
             hint = " (names may repeat, keys may not: give each deployment its own `key`)" \
@@ -233,24 +327,34 @@ def _one_service(svc: Service, base: str, look: _Lookup, indexes: list[int] | No
                            f"key '{dep.key}' is already used by deployments[{dkeys[dep.key]}]{hint}")
         else:
             dkeys[dep.key] = i
-        yield from _deployment(svc, dep, path, look)
+        found = _deployment(svc, dep, path, look)
+        yield from (_repaired_findings(found, path, bad) if bad else found)
 
 
-def _dupes(values: Sequence[Any], rule: str, path: str, what: str) -> Iterator[Finding]:
+def _dupes(values: Sequence[Any], rule: str, path: str, what: str, offset: int = 0) -> Iterator[Finding]:
+    """A finding per repeated value, at its index in the list at `path` (`values[offset:]` is that list)."""
     seen = set()
     for i, v in enumerate(values):
         if v in seen:
-            yield _finding(rule, f"{path}[{i}]", v, f"{what} {v} is given twice")
+            yield _finding(rule, f"{path}[{i - offset}]", v, f"{what} {v} is given twice")
         seen.add(v)
 
 
-def _traffic(svc: Service, base: str) -> Iterator[Finding]:
+def _traffic(svc: Service, base: str, indexes: Sequence[int]) -> Iterator[Finding]:
+    """The traffic object's rules. They name deployments by key: while a deployment has no key (its key problem is
+    reported at the deployment), the rules that depend on keys are deferred, never reported as follow-ups."""
     t = svc.traffic
     path = f"{base}.traffic"
     keys = set(svc.deployment_keys())
     if t.strategy != "weighted" and t.weights:
         yield _finding("traffic.weights_only_weighted", f"{path}.weights", dict(t.weights),
                        f"weights are set but strategy is '{t.strategy}'; remove them or use strategy 'weighted'")
+    keyless = [i for i, d in zip(indexes, svc.deployments) if d.key is None]
+    if keyless:
+        yield _deferred("traffic.weights_sum", path, None,
+                        f"{', '.join(f'deployments[{i}]' for i in keyless)} has no key yet; weights, header rules "
+                        f"and mirroring are checked once every deployment has one")
+        return
     if t.strategy == "weighted":
         for k in t.weights:
             if k not in keys:
@@ -304,7 +408,7 @@ def _deployment(svc: Service, dep: Deployment, path: str, look: _Lookup) -> Iter
             out.append(_finding("subnet.zone_matches_queue", f"{path}.subnet", dep.subnet,
                                 f"subnet '{dep.subnet}' is in zone '{subnet.zone}' but queue '{dep.queue}' is in zone "
                                 f"'{queue.zone}'; pick a subnet in '{queue.zone}'"))
-    elif queue is None and dep.subnet != UNKNOWN and dep.queue == UNKNOWN:
+    if queue is None and dep.subnet != UNKNOWN and dep.queue == UNKNOWN:
         out.append(_deferred("subnet.zone_matches_queue", f"{path}.subnet", dep.subnet, "the queue is not known"))
     sg = look.get("security_groups", dep.security_group, "deployment.security_group_exists",
                   f"{path}.security_group", "security group", out)
@@ -320,7 +424,8 @@ def _deployment(svc: Service, dep: Deployment, path: str, look: _Lookup) -> Iter
                                 f"security group '{dep.security_group}' allows no TCP ingress on port(s) "
                                 f"{', '.join(map(str, blocked))}"))
     yield from out
-    yield from _dupes([dep.ports.listen, *dep.ports.call], "deployment.ports_unique", f"{path}.ports.call", "port")
+    yield from _dupes([dep.ports.listen, *dep.ports.call], "deployment.ports_unique", f"{path}.ports.call", "port",
+                      offset=1)
     if dep.accept_traffic is not None and not (svc.network_type == "clb"
                                                and svc.traffic.strategy == "by_instance_count"):
         yield _finding("deployment.accept_traffic_scope", f"{path}.accept_traffic", dep.accept_traffic,
@@ -500,28 +605,28 @@ def validate(services: Sequence[Service | Mapping[str, Any]], inventory: Invento
 
 
 def parse_services(services: Sequence[Any], base: str = "services"
-                   ) -> tuple[list[Service], list[str], list[list[int] | None], list[Finding]]:
+                   ) -> tuple[list[Service], list[str], list[Repair | None], list[Finding]]:
     """Parse services for `service_findings`: field errors as findings; a service whose only field errors are in
-    some deployments is kept without them (their indexes say which), so the other rules still run."""
+    some deployments is kept with those deployments repaired (see `Repair`), so the other rules still run."""
     parsed: list[Service] = []
     paths: list[str] = []
-    indexes: list[list[int] | None] = []
+    repairs: list[Repair | None] = []
     findings: list[Finding] = []
     for i, raw in enumerate(services):
         path = f"{base}[{i}]"
         svc, found = parse(Service, raw, path)
         findings.extend(found)
-        kept: list[int] | None = None
+        repair: Repair | None = None
         if svc is None:
-            svc, kept = parse_service_partially(raw)
+            svc, repair = parse_service_partially(raw)
         if svc is not None:
             parsed.append(svc)
             paths.append(path)
-            indexes.append(kept)
+            repairs.append(repair)
         else:
             findings.append(_deferred("deployment.queue_exists", path, None,
                                       "cross-object rules of this service run once its field errors are fixed"))
-    return parsed, paths, indexes, findings
+    return parsed, paths, repairs, findings
 
 
 def require_valid(model: Model | None, report: Report) -> Any:

@@ -28,7 +28,7 @@ def test_weight_and_replica_change_is_an_in_place_update_with_its_cost(tmp_path)
     assert {c["action"] for c in changes.values()} == {"update"}
     assert changes["chat/stable"]["redeploy"] == []
     text = cli("plan", str(new), "--against", str(QUICKSTART)).stdout
-    assert "weights[stable]: 90 → 50" in text and "Cost per hour: 0.14 → 0.17" in text
+    assert "weights[stable]: 90 → 50" in text and "Cost (USD per hour): 0.14 → 0.17" in text
 
 
 def test_same_file_has_no_changes_and_an_invalid_file_exits_1(tmp_path):

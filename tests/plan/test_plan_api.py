@@ -34,7 +34,7 @@ def test_text_rendering_shows_actions_paths_redeploys_cost_and_masks_secrets():
     for expected in ("~ update   deployment chat/stable", 'image.custom: (none) → "registry.example.com/llm:2"',
                      'env[API_KEY]: "[secret]" → "[secret]"', 'env[MODE]: "fast" → (none)',
                      "redeploys role main (", "4 instance(s), up to 1 unavailable and 1 extra at once",
-                     "weights[stable]: 90 → 80", "Cost per hour: 1.20 → 1.20 (+0.00)"):
+                     "weights[stable]: 90 → 80", "Cost (USD per hour): 1.20, unchanged"):
         assert expected in text, text
     assert SECRET not in text and NEW_SECRET not in text
 

@@ -9,6 +9,11 @@ from inferstack.plan import PlanContext, diff
 from inferstack.spec import load_file
 
 PRICED = PlanContext(inventory=INVENTORY)
+QUICKSTART = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
+
+
+def quickstart_stack():
+    return load_file(QUICKSTART, INVENTORY).stack
 
 
 def test_quickstart_costs_held_prepaid_capacity_plus_running_postpaid_instances():
@@ -80,4 +85,33 @@ def test_cost_is_unknown_without_the_prices():
     plan = diff(None, stack({"services": [service(base(), "chat")]}))
     assert plan.cost.deployment("chat", "stable").after is None
     assert plan.cost.delta is None
-    assert "Cost per hour: unknown" in plan.to_text()
+    assert "Cost (price units per hour): unknown" in plan.to_text()
+
+
+def test_cost_is_given_in_the_prices_currency_and_never_added_across_currencies():
+    plan = diff(None, quickstart_stack(), PRICED)
+    assert plan.cost.currency == "USD" and plan.to_dict()["cost"]["currency"] == "USD"
+    assert "Cost (USD per hour): 0.00 → 0.14 (+0.14)" in plan.to_text()
+    inventory = PRICED.inventory.model_copy(deep=True)
+    for spec in inventory.compute_specs:
+        if spec.name == "cpu-small":
+            spec.price_per_hour.currency = "CNY"
+    cny = diff(None, quickstart_stack(), PlanContext(inventory=inventory))
+    assert cny.cost.currency == "CNY" and "Cost (CNY per hour)" in cny.to_text()
+    mixed_stack = quickstart_stack()
+    mixed_stack.services[0].deployments[1].compute_spec = "cpu-large"
+    for spec in inventory.compute_specs:
+        if spec.name == "cpu-large":
+            spec.price_per_hour.currency = "USD"
+    mixed = diff(None, mixed_stack, PlanContext(inventory=inventory))
+    assert mixed.cost.currencies == ["CNY", "USD"] and mixed.cost.after is None
+    assert "not added up: the prices are in CNY and USD" in mixed.to_text()
+
+
+def test_an_unchanged_cost_is_one_line_and_an_empty_plan_prints_none():
+    same = diff(quickstart_stack(), quickstart_stack(), PRICED)
+    assert "Cost" not in same.to_text()
+    data = quickstart_stack()
+    data.services[0].description = "changed"
+    text = diff(quickstart_stack(), data, PRICED).to_text()
+    assert "Cost (USD per hour): 0.14, unchanged" in text and "  chat " not in text

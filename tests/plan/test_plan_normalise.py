@@ -7,6 +7,7 @@ import json
 
 import pytest
 from plan_fixtures import (
+    INVENTORY,
     NEW_SECRET,
     SECRET,
     add_deployment,
@@ -108,7 +109,19 @@ SAME_MEANING = [
 def test_same_meaning_plans_no_change(before, mutation):
     plan = changed(mutation, before=before)
     assert plan.empty, plan.to_text()
-    assert plan.warnings == []
+    # (a replicas edit under autoscaling is no change, and is warned about: see the next test)
+    assert [w for w in plan.warnings if "is not applied: autoscaling is on" not in w] == [], plan.to_text()
+
+
+def test_a_replicas_edit_under_autoscaling_is_no_change_but_a_warning_naming_the_field():
+    plan = changed(_autoscaled(3), before=_autoscaled(1))
+    assert plan.empty
+    assert plan.warnings == [("chat/canary: `replicas` 1 → 3 is not applied: autoscaling is on, so `replicas` only "
+                             "sets the starting count (the autoscaler owns the live count; turn autoscaling off to "
+                             "set it)")]
+    assert "! chat/canary: `replicas` 1 → 3 is not applied" in plan.to_text()
+    priced = changed(_autoscaled(3), before=_autoscaled(1), context=PlanContext(inventory=INVENTORY))
+    assert priced.cost.changed is False and "Cost" not in priced.to_text()  # the autoscaled count stays
 
 
 def test_weights_that_differ_as_shares_are_a_change():

@@ -87,7 +87,7 @@ def test_apply_validates_the_whole_result_with_the_files_own_paths(client: Platf
     assert ("capacity.prepaid_fits", "services[0].deployments[0].queue") in found
     with pytest.raises(PlatformError) as err:
         client.apply({"services": [{"name": "Chat_One", "resource_group": "rg-default", "vpc": "vpc-default"}]})
-    assert [(f["rule"], f["path"]) for f in err.value.findings] == [("service.key_required", "services[0].key")]
+    assert [(f["rule"], f["path"]) for f in err.value.findings] == [("service.key_required", "services[0]")]
     with pytest.raises(PlatformError) as err:
         client.apply({"services": [{**service("twins"), "traffic": {"weights": {"same": 100}},
                                     "deployments": [deployment("same"), deployment("same")]}]})

@@ -139,8 +139,11 @@ REJECTING: list[tuple[str, Mutation, str]] = [
     ("traffic.retries_range", lambda d: svc(d)["traffic"].update(retries=4), f"{P}.traffic.retries"),
     ("role.name_format", lambda d: multi_role(d)["roles"][0].update(name="Prefill"), f"{D0}.roles[0].name"),
     ("compute_spec.resources_positive", lambda d: inv(d, "compute_specs").update(cpu=0), "inventory.compute_specs[0].cpu"),
+    ("compute_spec.currency_code", lambda d: inv(d, "compute_specs").update(price_per_hour={"currency": "usd"}),
+     "inventory.compute_specs[0].price_per_hour.currency"),
     ("queue.capacity_non_negative", lambda d: inv(d, "queues")["capacity"].update(small=-1),
      "inventory.queues[0].capacity.small"),
+    ("stack.declares_nothing", lambda d: (d.pop("services"), d.pop("inventory")), ""),
     ("inventory.name_unique", lambda d: d["inventory"]["subnets"].append({"name": "sub-a", "vpc": "vpc-1", "zone": "zone-b"}),
      "inventory.subnets[3].name"),
     ("queue.resource_group_exists", lambda d: inv(d, "queues").update(resource_group="rg-9"),
@@ -152,7 +155,7 @@ REJECTING: list[tuple[str, Mutation, str]] = [
     ("security_group.port_range", lambda d: inv(d, "security_groups")["ingress"][0].update(to_port=7999),
      "inventory.security_groups[0].ingress[0].to_port"),
     ("compute_spec.fits_machine", lambda d: inv(d, "compute_specs", 1).update(cpu=17), "inventory.compute_specs[1]"),
-    ("service.key_required", lambda d: svc(d).update(name="聊天"), f"{P}.key"),
+    ("service.key_required", lambda d: svc(d).update(name="聊天"), P),
     ("service.key_unique", lambda d: d["services"].append({**copy.deepcopy(svc(d)), "name": "chat2", "key": "chat"}),
      "services[1].key"),
     ("service.name_unique_in_resource_group",
@@ -172,7 +175,7 @@ REJECTING: list[tuple[str, Mutation, str]] = [
      f"{P}.traffic.header_rules[0].deployment"),
     ("traffic.mirror_deployment_exists", lambda d: svc(d)["traffic"].update(mirror={"deployment": "shadow", "percent": 5}),
      f"{P}.traffic.mirror.deployment"),
-    ("deployment.key_required", lambda d: dep(d).update(name="稳定"), f"{D0}.key"),
+    ("deployment.key_required", lambda d: dep(d).update(name="稳定"), D0),
     ("deployment.key_unique", lambda d: dep(d, 1).update(name="stable"), f"{D1}.key"),
     ("deployment.image_exactly_one", lambda d: dep(d).update(image={"preset": "inferstack/echo", "url": "x"}), f"{D0}.image"),
     ("deployment.image_preset_exists", lambda d: dep(d).update(image={"preset": "inferstack/nope"}), f"{D0}.image.preset"),
@@ -193,7 +196,7 @@ REJECTING: list[tuple[str, Mutation, str]] = [
     ("deployment.roles_match_mode", lambda d: dep(d).update(roles=[]), f"{D0}.roles"),
     ("deployment.replicas_or_autoscaling", lambda d: dep(d).pop("replicas"), f"{D0}.replicas"),
     ("deployment.accept_traffic_scope", lambda d: dep(d).update(accept_traffic=True), f"{D0}.accept_traffic"),
-    ("deployment.ports_unique", lambda d: dep(d).update(ports={"listen": 8080, "call": [8080]}), f"{D0}.ports.call[1]"),
+    ("deployment.ports_unique", lambda d: dep(d).update(ports={"listen": 8080, "call": [8080]}), f"{D0}.ports.call[0]"),
     ("role.entry_exactly_one", lambda d: multi_role(d)["roles"][0].update(entry=True), f"{D0}.roles"),
     ("role.name_unique", lambda d: multi_role(d)["roles"][0].update(name="decode"), f"{D0}.roles[1]"),
     ("rolling_update.not_both_zero", lambda d: dep(d).update(rolling_update={"max_unavailable": 0, "max_surge": 0}),
@@ -342,11 +345,12 @@ def test_all_violations_are_reported_at_once():
     dep(d, 1).update(security_group="sg-narrow")
     svc(d)["traffic"]["weights"] = {"stable": 90, "canary": 20}
     report = validate_stack(d).report
-    # priority is a field error, so deployment 0 does not parse; the other rules still run on the rest, with the
-    # input's paths, and what waits for deployment 0 is said.
-    assert [(f.rule, f.path) for f in report.errors] == [
-        ("priority.range", f"{D0}.priority"), ("security_group.allows_ports", f"{D1}.security_group")]
-    assert {(f.rule, f.path) for f in report.deferred} >= {("traffic.weights_sum", f"{P}.traffic")}
+    # priority is a field error of deployment 0; its zone mismatch (a cross-object rule that does not read priority)
+    # is still reported, and so are the other deployments' and the traffic object's findings, with the input's paths.
+    assert sorted((f.rule, f.path) for f in report.errors) == sorted([
+        ("priority.range", f"{D0}.priority"), ("subnet.zone_matches_queue", f"{D0}.subnet"),
+        ("security_group.allows_ports", f"{D1}.security_group"), ("traffic.weights_sum", f"{P}.traffic.weights")])
+    assert {(f.rule, f.path) for f in report.deferred} == {("capacity.prepaid_fits", "services")}
     assert validate(d["services"], d["inventory"]).rules() == report.rules()
     d = base_stack()
     dep(d).update(subnet="sub-b")
