@@ -279,8 +279,8 @@ def say_outcome(result: FollowResult, services: list[str], timeout: float) -> No
     if result.outcome is Outcome.DEGRADED:
         for line in result.problems:
             err_console.print(Text.assemble(("degraded", "red"), f" {line}"), soft_wrap=True)
-        err_console.print(f"{result.written()} but is not Ready; the old instances keep serving — see {see}",
-                          highlight=False, markup=False, soft_wrap=True)
+        err_console.print(f"{result.written()} but is not Ready — see {see}", highlight=False, markup=False,
+                          soft_wrap=True)
     elif result.outcome is Outcome.TIMEOUT:
         err_console.print(Text.assemble(("timeout", "red"), f" not every deployment was Ready after {timeout:g}s; "
                                         f"{result.written()} and the rollout continues — see {see}"),

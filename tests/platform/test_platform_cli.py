@@ -64,7 +64,7 @@ def test_plan_apply_twice_status_events_delete(run, platform: PlatformProcess) -
     deleted = run("delete", "chat")
     assert deleted.exit_code == 0 and "delete   services/chat/traffic" in deleted.output
     missing = run("delete", "chat")
-    assert missing.exit_code == 1 and "404" in missing.output
+    assert missing.exit_code == 1 and "services/chat does not exist" in missing.output
 
 
 def test_apply_of_a_file_that_breaks_rules_names_lines_and_rules_and_exits_1(run, tmp_path: Path) -> None:
@@ -80,10 +80,10 @@ def test_apply_of_a_file_that_breaks_rules_names_lines_and_rules_and_exits_1(run
     assert run("apply", str(unreadable)).exit_code == 2
 
 
-def test_commands_without_a_running_platform_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_commands_without_a_running_platform_exit_4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INFERSTACK_URL", raising=False)
     result = CliRunner().invoke(app, ["status", "--data-dir", str(tmp_path)])
-    assert result.exit_code == 2 and "no platform is running" in result.output
+    assert result.exit_code == 4 and "no platform is running" in result.output
 
 
 def test_serve_detach_then_stop_leaves_no_process(tmp_path: Path) -> None:
