@@ -67,7 +67,7 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
         plain = keys.reveal(key)
         if plain is None:
             return JSONResponse({"service": key, "key": None, "message": "the key was shown once already; rotate "
-                                 "it (POST /v1/services/{key}/keys/rotate, `inferstack rotate-key`) for a new one"})
+                                 "it (POST /v1/services/{key}/keys/rotate, `inferstack keys rotate SERVICE`) for a new one"})
         return JSONResponse({"service": key, "key": plain, "message": "shown once: store it now"})
 
     async def rotate_key(request: Request) -> JSONResponse:
