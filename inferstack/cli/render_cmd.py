@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from ..spec.kubernetes import DNS_LABEL_RE, kubernetes_findings
 from ..targets.kubernetes import RenderError, RenderOptions, render
@@ -20,12 +21,12 @@ _RENDERED_FILE = re.compile(r"^\d\d-[a-z]+-[a-z0-9-]+\.yaml$")
 
 @app.command("render")
 def render_cmd(
-    file: Annotated[Path, typer.Argument(help="Stack file (YAML) to render.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Stack file (YAML) to render.")],
     out: Annotated[Path | None, typer.Option(
-        "-o", "--output", help="Directory for one YAML file per object (created if missing; rendered files of objects "
+        "-o", "--output", metavar="DIR", help="Directory for one YAML file per object (created if missing; rendered files of objects "
                                "that no longer exist are removed). Default: print one multi-document stream.")] = None,
     namespace: Annotated[str | None, typer.Option(
-        "--namespace", "-n", help="Namespace of the objects (default: the stack's kubernetes.namespace).")] = None,
+        "--namespace", "-n", metavar="NAMESPACE", help="Namespace of the objects (default: the stack's kubernetes.namespace).")] = None,
     include_secrets: Annotated[bool, typer.Option(
         "--include-secrets", help="Also write the Secrets holding secret env values (stringData, files mode 0600). "
                                   "Without it they are referenced, never written.")] = False,
@@ -54,13 +55,13 @@ def render_cmd(
     try:
         result = render(loaded.stack, options)
     except RenderError as exc:
-        err_console.print(f"{file}: [red]cannot render[/red]: {exc}", highlight=False)
+        err_console.print(Text.assemble(f"{file}: ", ("cannot render", "red"), f": {exc}"), soft_wrap=True)
         raise typer.Exit(EXIT_INVALID) from exc
     if loaded.stack.target != "kubernetes":
-        err_console.print(f"[yellow]note[/yellow] {file} targets '{loaded.stack.target}'; rendered anyway",
-                          highlight=False)
+        err_console.print(Text.assemble(("note", "yellow"), f" {file} targets '{loaded.stack.target}'; rendered "
+                                                            f"anyway"), soft_wrap=True)
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning[/yellow] {warning}", highlight=False, soft_wrap=True)
+        err_console.print(Text.assemble(("warning", "yellow"), f" {warning}"), soft_wrap=True)
     if out is None:
         typer.echo(result.to_documents(), nl=False)
         raise typer.Exit(EXIT_OK)
@@ -68,9 +69,9 @@ def render_cmd(
     try:
         _write(out, files)
     except OSError as exc:
-        err_console.print(f"[red]cannot write[/red] {out}: {exc}", highlight=False)
+        err_console.print(Text.assemble(("cannot write", "red"), f" {out}: {exc}"), soft_wrap=True)
         raise typer.Exit(EXIT_UNREADABLE) from exc
-    console.print(f"{file}: {len(files)} object(s) → {out}/", highlight=False)
+    console.print(f"{file}: {len(files)} object(s) → {out}/", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(EXIT_OK)
 
 
@@ -79,7 +80,7 @@ def _write(out: Path, files: list[tuple[str, str]]) -> None:
     names = {name for name, _ in files}
     for stale in sorted(p for p in out.iterdir() if _RENDERED_FILE.match(p.name) and p.name not in names):
         stale.unlink()
-        console.print(f"removed {stale}", highlight=False)
+        console.print(f"removed {stale}", highlight=False, markup=False, soft_wrap=True)
     for name, text in files:
         path = out / name
         if path.exists() and path.read_text(encoding="utf-8") == text:

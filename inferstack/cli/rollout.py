@@ -117,11 +117,12 @@ def deployment_summary(dep: dict[str, Any]) -> str:
         text = f"{label}{role.get('ready', 0)}/{role.get('desired', '?')} ready"
         if role.get("updated") is not None and role.get("updated") != role.get("desired"):
             text += f", {role['updated']} updated"
-        for key, value in _scalars(role, _ROLE_COUNTS).items():
+        for key, value in _scalars(role, (*_ROLE_COUNTS, "restarts")).items():
             if value not in (None, 0, False, ""):
-                text += f", {key} {_show(value)}"
+                text += f", {key.replace('_', ' ')} {_show(value)}"
         instances = [i for i in role.get("instances") or [] if isinstance(i, dict)]
-        restarts = sum(i.get("restarts") or 0 for i in instances if isinstance(i.get("restarts"), int))
+        restarts = role.get("restarts") if isinstance(role.get("restarts"), int) else \
+            sum(i.get("restarts") or 0 for i in instances if isinstance(i.get("restarts"), int))
         if restarts:
             text += f", {restarts} restart{'s' if restarts != 1 else ''}"
         phases: dict[str, int] = {}
