@@ -51,10 +51,17 @@ def on_terminal() -> bool:
     return console.is_terminal
 
 
+class PlainTable(Table):
+    """A rich table whose string cells are text as written, never markup (a `[` in a message stays a `[`)."""
+
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+        super().add_row(*(Text(r) if isinstance(r, str) else r for r in renderables), **kwargs)
+
+
 def table(*columns: str, title: str | None = None) -> Table:
     """A table that never cuts a cell: folded on a terminal, plain columns (no box) elsewhere."""
     tty = on_terminal()
-    out = Table(title=title, title_justify="left", box=box.HEAVY_HEAD if tty else None,
+    out = PlainTable(title=title, title_justify="left", box=box.HEAVY_HEAD if tty else None,
                 show_edge=tty, pad_edge=tty)
     for name in columns:
         out.add_column(name, overflow="fold")
