@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from inferstack.openai_errors import error_body
 
@@ -62,19 +62,15 @@ def model_list(model: str, created: int) -> dict[str, Any]:
 
 # --- requests --------------------------------------------------------------------------------------------------
 
-class Generation:
+class Generation(NamedTuple):
     """What to generate: the prompt (text the toy model reads), token budget, choices, streaming options."""
 
-    __slots__ = ("include_usage", "max_tokens", "n", "prompt", "prompt_tokens", "stream")
-
-    def __init__(self, prompt: str, prompt_tokens: int, max_tokens: int, n: int, stream: bool,
-                 include_usage: bool) -> None:
-        self.prompt = prompt
-        self.prompt_tokens = prompt_tokens
-        self.max_tokens = max_tokens
-        self.n = n
-        self.stream = stream
-        self.include_usage = include_usage
+    prompt: str
+    prompt_tokens: int
+    max_tokens: int
+    n: int
+    stream: bool
+    include_usage: bool
 
 
 def _whole_number(request: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
