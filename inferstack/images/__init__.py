@@ -17,7 +17,8 @@ PRESET_IMAGES: dict[str, dict] = {
         "readiness_path": "/healthz",
         "liveness_path": "/livez",
         "release": "0.1.0",
-        "description": "Deterministic toy model server: /v1/predict, OpenAI-style /v1/completions (streaming), "
+        "description": "Deterministic toy model server: /v1/predict and the OpenAI API (/v1/models, /v1/completions, "
+                       "/v1/chat/completions, streaming), "
                        "/v1/prefill for multi-role; knobs ECHO_* (see inferstack/images/echo.py).",
     },
 }
