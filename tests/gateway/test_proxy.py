@@ -321,6 +321,9 @@ def test_pipelined_requests_are_answered_in_order(gateway: GatewayUnderTest, cha
 def test_malformed_request_is_400_and_closed(gateway: GatewayUnderTest, chat: str) -> None:
     answer = raw_exchange(gateway.port("chat"), b"NOT HTTP AT ALL\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ")
+    body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert body["error"] == {"message": "malformed HTTP request", "type": "invalid_request_error", "param": None,
+                             "code": "bad_request"}
 
 
 def test_concurrent_slow_requests_are_spread_to_the_least_busy_instance(
