@@ -332,6 +332,15 @@ class Store:
         with self._lock:
             return [_row(r) for r in self._conn.execute(sql + " ORDER BY rowid", args)]
 
+    def keys(self, kind: str, parent: str | None = None) -> list[str]:
+        """Keys of a kind's objects in creation order, without reading their JSON (a row that no longer parses
+        must not hide the others: callers `get` each in turn)."""
+        sql, args = "SELECT key FROM objects WHERE kind = ?", (kind,)
+        if parent is not None:
+            sql, args = sql + " AND parent = ?", (kind, parent)
+        with self._lock:
+            return [key for (key,) in self._conn.execute(sql + " ORDER BY rowid", args)]
+
     def all_rows(self) -> list[Row]:
         with self._lock:
             return [_row(r) for r in self._conn.execute(f"SELECT {_COLUMNS} FROM objects ORDER BY rowid")]
