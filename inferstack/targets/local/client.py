@@ -147,6 +147,20 @@ class PlatformClient:
             raise PlatformError(response.status_code, data)
         return data
 
+    def health(self) -> dict[str, Any]:
+        """`GET /healthz`: its answer whether healthy (200) or not (503, naming the part that is down)."""
+        try:
+            response = self._http.get("/healthz")
+        except httpx.TransportError as exc:
+            raise PlatformUnreachable(f"cannot reach the platform at {self.url}: {exc}") from exc
+        try:
+            data = response.json()
+        except ValueError:
+            data = {"error": "http", "message": response.text}
+        if response.status_code not in (200, 503):
+            raise PlatformError(response.status_code, data)
+        return data
+
     # --- services, deployments, traffic --------------------------------------------------------------------------
 
     def list_services(self) -> list[dict[str, Any]]:
