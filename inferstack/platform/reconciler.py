@@ -406,7 +406,7 @@ class Reconciler:
         try:
             await self.publish()
         except GatewayUnavailable:
-            pass  # no gateway routes to it now; a restarted one gets a snapshot without it before anything else
+            pass  # no gateway routes to it now; a restarted one is sent a snapshot without it as soon as it serves
         finally:
             self._withdrawn.discard(record.id)
 

@@ -200,3 +200,30 @@ def test_a_gateway_that_stops_answering_is_killed_and_restarted(tmp_path: Path) 
             await supervisor.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_gateway_that_cannot_start_is_retried_with_growing_back_off_and_health_says_why(tmp_path: Path) -> None:
+    failing = tmp_path / "failing-python"
+    failing.write_text("#!/bin/sh\necho 'no uvloop here' >&2\nexit 3\n")
+    failing.chmod(0o755)
+
+    async def scenario() -> None:
+        events = Events()
+        supervisor = GatewaySupervisor(tmp_path / "gateway", on_event=events, python=str(failing),
+                                       backoff_base_s=0.1)
+        await supervisor.start()  # the platform still comes up; its /healthz says why the gateway does not
+        try:
+            health = supervisor.health()
+            assert not health["ok"] and health["state"] in ("backoff", "restarting")
+            assert health["reason"] == "the gateway did not start: the process exited with status 3 (its log ends: " \
+                                       "no uvloop here)"
+            await _until(lambda: events.reasons().count("GatewayBackOff") >= 2)
+            backoffs = [m for r, _, m in events if r == "GatewayBackOff"]
+            assert "next start in 0.1 s" in backoffs[0] and "next start in 0.2 s" in backoffs[1], backoffs
+            supervisor.options["python"] = sys.executable  # the machine is fixed
+            await _until(lambda: supervisor.health()["ok"])
+            assert events.reasons()[-1] == "GatewayRestarted"
+        finally:
+            await supervisor.stop()
+
+    asyncio.run(scenario())

@@ -118,7 +118,10 @@ class GatewayProcess:
         if self._temporary:
             command += ["--exit-with", f"{os.getpid()}:{process_start_time(os.getpid())}"]
         os.close(self.state_dir.open_log())  # created 0600 (rotated when large) before the process appends to it
-        self.process = InstanceProcess.spawn(command, env=env, log_path=self.state_dir.log_path)
+        try:
+            self.process = InstanceProcess.spawn(command, env=env, log_path=self.state_dir.log_path)
+        except OSError as exc:
+            raise GatewayError(f"cannot start {command[0]}: {exc}") from exc
         try:
             self.admin_port = self._wait_ready(self.process)
         except GatewayError as exc:

@@ -74,6 +74,7 @@ class GatewaySupervisor:
         self._started_at = 0.0
         self._down_since: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._starting: tuple[asyncio.Future[GatewayProcess], GatewayProcess] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------------------
 
@@ -99,6 +100,10 @@ class GatewaySupervisor:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._starting is not None:  # a start in progress finishes (it runs in a thread), then stops
+            starting, process = self._starting
+            await asyncio.gather(starting, return_exceptions=True)
+            self.process = self.process or (process if process.running() else None)
         process, self.process = self.process, None
         if process is not None:
             await process.astop()
@@ -173,23 +178,33 @@ class GatewaySupervisor:
 
     async def _watch(self) -> None:
         while True:
-            if self.process is not None:
-                cause = await self._until_down(self.process)
-                self._went_down(cause)
-            delay = self._backoff()
-            if delay > 0:
-                self.state = "backoff"
-                log.warning("gateway back-off: next start in %g s (%s)", delay, self.reason)
-                self._event("GatewayBackOff", f"{self.reason}; it failed {self._failures} time(s) in a row: next "
-                                              f"start in {delay:g} s", "Warning")
-                await asyncio.sleep(delay)
-            self.state = "restarting"
             try:
-                await self._spawn("GatewayRestarted", "restarted the gateway", "Warning")
-            except GatewayError:
-                continue
-            if self.on_restart is not None:
-                self.on_restart()
+                await self._watch_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # supervision must not end on a surprise: log it and go on
+                log.exception("gateway supervision failed; going on in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def _watch_once(self) -> None:
+        """Until the gateway is down, then one restart (after the back-off)."""
+        if self.process is not None:
+            cause = await self._until_down(self.process)
+            self._went_down(cause)
+        delay = self._backoff()
+        if delay > 0:
+            self.state = "backoff"
+            log.warning("gateway back-off: next start in %g s (%s)", delay, self.reason)
+            self._event("GatewayBackOff", f"{self.reason}; it failed {self._failures} time(s) in a row: next "
+                                          f"start in {delay:g} s", "Warning")
+            await asyncio.sleep(delay)
+        self.state = "restarting"
+        try:
+            await self._spawn("GatewayRestarted", "restarted the gateway", "Warning")
+        except GatewayError:
+            return
+        if self.on_restart is not None:
+            self.on_restart()
 
     async def _until_down(self, process: GatewayProcess) -> str:
         """Wait until the process exits (its exit, described) or stops answering (it is killed)."""
@@ -230,15 +245,23 @@ class GatewaySupervisor:
 
     async def _spawn(self, reason: str, what: str, type_: str = "Normal") -> GatewayProcess:
         process = GatewayProcess(self.state_dir.path, **self.options)
+        starting = asyncio.ensure_future(process.astart())
+        self._starting = (starting, process)
         try:
-            await process.astart()
+            await asyncio.shield(starting)  # a cancelled watcher must not orphan a gateway being started
         except GatewayError as exc:
             self._failures += 1
             self.process = None
-            self.state, self.reason = "backoff", f"the gateway did not start: {str(exc).splitlines()[0]}"
+            head, _, log_tail = str(exc).partition("--- gateway log ---")
+            last = next((line for line in reversed(log_tail.splitlines()) if line.strip()), "")
+            self.state, self.reason = "backoff", f"the {head.strip()}" + (f" (its log ends: {last.strip()})"
+                                                                           if last else "")
             log.error("%s", exc)
             self._event("GatewayStartFailed", self.reason, "Warning")
             raise
+        finally:
+            if starting.done():
+                self._starting = None
         downtime = time.monotonic() - self._down_since if self._down_since is not None else 0.0
         cause = self.reason
         self._running(process)
