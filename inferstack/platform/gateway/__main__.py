@@ -3,7 +3,7 @@
 With `--state-dir` (how the platform runs it) the process serves the dir's last snapshot at once, persists every
 snapshot it applies, and writes its record (pid, start time, admin port) once it serves — it needs nobody to keep
 serving, and outlives the platform that started it. With `--exit-with PID:START_TIME` (tests, benchmarks) it leaves
-when that process is gone."""
+when that process is gone, and removes its (temporary) state dir when it exits."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 
@@ -107,6 +108,8 @@ async def serve(token: str, admin_port: int, state_dir: StateDir | None = None,
         await writer.flushed()
     if state_dir is not None:
         state_dir.remove_record(os.getpid())
+        if parent is not None:  # a temporary gateway: its dir is its creator's, who is gone or stopping it
+            shutil.rmtree(state_dir.path, ignore_errors=True)
 
 
 def _parent(value: str) -> tuple[int, int]:

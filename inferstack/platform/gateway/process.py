@@ -121,12 +121,16 @@ class GatewayProcess:
         try:
             self.process = InstanceProcess.spawn(command, env=env, log_path=self.state_dir.log_path)
         except OSError as exc:
+            if self._temporary:
+                shutil.rmtree(self.state_dir.path, ignore_errors=True)
             raise GatewayError(f"cannot start {command[0]}: {exc}") from exc
         try:
             self.admin_port = self._wait_ready(self.process)
         except GatewayError as exc:
             self._kill()
-            raise GatewayError(f"gateway did not start: {exc}\n--- gateway log ---\n{self.logs()}") from exc
+            failure = GatewayError(f"gateway did not start: {exc}\n--- gateway log ---\n{self.logs()}")
+            self._forget(self.process)
+            raise failure from exc
         return self
 
     def _wait_ready(self, process: InstanceProcess) -> int:
