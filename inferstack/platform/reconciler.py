@@ -103,7 +103,7 @@ class Reconciler:
             if last and isinstance(last.get("version"), int):
                 self._snapshot_version = max(self._snapshot_version, last["version"])
         self._adopt()
-        for key in self.store.keys(SERVICE):
+        for _, key, _ in self.store.scan(SERVICE):
             self._enqueue(key)
         self._tasks = [asyncio.create_task(self._worker(), name="reconciler"),
                        asyncio.create_task(self._publisher(), name="gateway-publisher")]
@@ -144,16 +144,16 @@ class Reconciler:
     def _adopt(self) -> None:
         """Re-adopt the instances recorded in status whose process is still the same one (pid + start time). A
         row that cannot be read costs only its own instances (they are left running, unadopted)."""
-        for svc_key in self.store.keys(SERVICE):
-            for dep_key in self.store.keys(DEPLOYMENT, parent=svc_key):
-                try:
-                    self._adopt_deployment(svc_key, dep_key)
-                except Exception:
-                    log.exception("cannot re-adopt the instances of %s", object_path(DEPLOYMENT, dep_key, svc_key))
+        for svc_key, dep_key, row in self.store.scan(DEPLOYMENT):
+            try:
+                if isinstance(row, ValueError):
+                    raise row
+                self._adopt_deployment(row)
+            except Exception:
+                log.exception("cannot re-adopt the instances of %s", object_path(DEPLOYMENT, dep_key, svc_key))
 
-    def _adopt_deployment(self, svc_key: str, dep_key: str) -> None:
-        row = self.store.get(DEPLOYMENT, dep_key, svc_key)
-        for role, info in ((row.status.get("roles") or {}).items() if row is not None else ()):
+    def _adopt_deployment(self, row: Any) -> None:
+        for role, info in (row.status.get("roles") or {}).items():
             records = [_record(r) for r in info.get("instances", [])]
             if not records:
                 continue
@@ -179,17 +179,17 @@ class Reconciler:
         if service is not None:
             inventory = self._inventory()
             self.keys.ensure(service_key)
-            for dep_key in self.store.keys(DEPLOYMENT, parent=service_key):
+            for _, dep_key, dep_row in self.store.scan(DEPLOYMENT, parent=service_key):
                 try:
-                    dep_row = self.store.get(DEPLOYMENT, dep_key, service_key)
-                    deployment = Deployment.model_validate(dep_row.spec) if dep_row is not None else None
+                    if isinstance(dep_row, ValueError):
+                        raise dep_row
+                    deployment = Deployment.model_validate(dep_row.spec)
                 except Exception as exc:  # noqa: BLE001 -- as above, for one deployment
                     log.warning("%s cannot be read; its instances stay as they are: %s",
                                 object_path(DEPLOYMENT, dep_key, service_key), str(exc).splitlines()[0])
                     desired |= {k for k in self.controllers if k[:2] == (service_key, dep_key)}
                     continue
-                if deployment is not None:
-                    desired |= self._converge_deployment(service, deployment, dep_row, inventory)
+                desired |= self._converge_deployment(service, deployment, dep_row, inventory)
         else:
             self.keys.forget(service_key)
         for key in [k for k in self.controllers if k[0] == service_key and k not in desired]:
@@ -261,11 +261,11 @@ class Reconciler:
         """The stored inventory; an object that cannot be read is left out (logged), so it fails only its users."""
         data: dict[str, list[Any]] = {kind: [] for kind in Inventory.KINDS}
         for kind in Inventory.KINDS:
-            for name in self.store.keys(kind):
+            for _, name, row in self.store.scan(kind):
                 try:
-                    row = self.store.get(kind, name)
-                    if row is not None:
-                        data[kind].append(Inventory.model_validate({kind: [row.spec]}).index(kind)[name])
+                    if isinstance(row, ValueError):
+                        raise row
+                    data[kind].extend(getattr(Inventory.model_validate({kind: [row.spec]}), kind))
                 except Exception as exc:  # noqa: BLE001 -- whatever is wrong with it, it fails only its users
                     log.warning("inventory object %s cannot be read: %s", object_path(kind, name), exc)
         return Inventory.model_construct(**data)

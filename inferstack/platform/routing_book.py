@@ -38,7 +38,7 @@ from inferstack.spec import Deployment, SecurityGroup, Service, Traffic
 
 from .gateway import snapshot as wire
 from .objects import DEPLOYMENT, SERVICE, TRAFFIC, condition, get_condition, now, object_path, set_condition
-from .store import Store
+from .store import Row, Store
 
 log = logging.getLogger("inferstack.routing")
 
@@ -112,12 +112,20 @@ class _Built:
     deployments: dict[str, _DeploymentPart] = field(default_factory=dict)
 
 
-def _strict(data: Any, what: str) -> Any:
-    """`data` as the wire carries it: finite numbers only (json.dumps refuses NaN and ±Infinity here)."""
-    try:
-        return json.loads(json.dumps(data, allow_nan=False))
-    except ValueError:
-        raise PartError(f"{what}: holds a number that is not finite (NaN or ±Infinity)") from None
+def _spec(row: Row | ValueError, path: str) -> dict[str, Any]:
+    if isinstance(row, ValueError):
+        raise PartError(f"{path}: the stored object cannot be read: {row}")
+    return row.spec
+
+
+def _generation(row: Row | ValueError) -> int:
+    return row.generation if isinstance(row, Row) else 0
+
+
+def _bound_ports(row: Row | ValueError) -> dict[str, int]:
+    """The ports the gateway bound a service's listeners to last time (in its status), to keep them."""
+    bound = (row.status.get("gateway_ports") if isinstance(row, Row) else None) or {}
+    return {str(p): b for p, b in bound.items() if isinstance(b, int) and not isinstance(b, bool)}
 
 
 def _explain(exc: Exception) -> str:
@@ -138,6 +146,7 @@ class RoutingBook:
         self._deployments: dict[tuple[str, str], _DeploymentPart] = {}
         self._live: dict[str, ServiceRouting] = {}
         self._pending: dict[str, _Built] = {}
+        self._cache: dict[str, tuple[str, Any]] = {}  # object path → (spec text, what it was parsed into)
         # Services the gateway refused: the reason, and the generations of the objects it refused.
         self._rejected: dict[str, tuple[str, dict[str, int]]] = {}
 
@@ -175,13 +184,23 @@ class RoutingBook:
     def build(self, version: int, ready: ReadyByRole, key_hashes: dict[str, list[str]]) -> dict[str, Any]:
         """The snapshot for `version`: every service that has an entry, each built in isolation."""
         groups = self._security_groups()
+        traffic = {parent: row for parent, _, row in self.store.scan(TRAFFIC)}
+        deployments: dict[str, list[tuple[str, Row | ValueError]]] = {}
+        for parent, key, row in self.store.scan(DEPLOYMENT):
+            deployments.setdefault(parent, []).append((key, row))
         services, pending = [], {}
-        for key in self.store.keys(SERVICE):
-            built = self._build_service(key, version, ready, key_hashes, groups)
+        for _, key, row in self.store.scan(SERVICE):
+            built = self._build_service(key, version, (row, traffic.get(key), deployments.get(key, [])), ready,
+                                        key_hashes, groups)
             pending[key] = built
             if built.entry is not None:
                 services.append(built.entry)
         self._pending = pending
+        live = set(self._cache) & ({object_path(SERVICE, k) for k in pending}
+                                   | {object_path(TRAFFIC, k, k) for k in traffic}
+                                   | {object_path(DEPLOYMENT, d, k) for k, deps in deployments.items() for d, _ in deps}
+                                   | {object_path("security_groups", name) for name in groups})
+        self._cache = {path: self._cache[path] for path in live}
         return {"version": version, "services": services}
 
     def acknowledge(self, version: int) -> None:
@@ -219,8 +238,12 @@ class RoutingBook:
                 blamed = True
         return blamed
 
-    def _build_service(self, key: str, version: int, ready: ReadyByRole, key_hashes: dict[str, list[str]],
-                       groups: dict[str, SecurityGroup | str]) -> _Built:
+    def _build_service(self, key: str, version: int, rows: tuple[Row | ValueError, Row | ValueError | None,
+                                                                 list[tuple[str, Row | ValueError]]],
+                       ready: ReadyByRole, key_hashes: dict[str, list[str]],
+                       groups: dict[str, list[dict[str, Any]] | str]) -> _Built:
+        """One service's entry from its rows (service, traffic or None, deployments); see the module docstring."""
+        svc_row, traffic_row, dep_rows = rows
         problems: list[str] = []
         generations: dict[str, int] = {}
         fresh_parts: dict[str, Any] = {}
@@ -242,11 +265,12 @@ class RoutingBook:
             return value
 
         svc_path, traffic_path = object_path(SERVICE, key), object_path(TRAFFIC, key, key)
-        service = part(svc_path, lambda: self._service_part(key), self._services.get(key))
-        traffic = part(traffic_path, lambda: self._traffic_part(key), self._traffic.get(key))
+        service = part(svc_path, lambda: self._service_part(key, svc_row), self._services.get(key))
+        traffic = part(traffic_path, lambda: self._traffic_part(key, traffic_row), self._traffic.get(key))
         deployments: dict[str, _DeploymentPart] = {}
-        for dkey in self.store.keys(DEPLOYMENT, parent=key):
-            dep = part(object_path(DEPLOYMENT, dkey, key), lambda dkey=dkey: self._deployment_part(key, dkey, groups),
+        for dkey, dep_row in dep_rows:
+            dep = part(object_path(DEPLOYMENT, dkey, key),
+                       lambda dkey=dkey, dep_row=dep_row: self._deployment_part(key, dkey, dep_row, groups),
                        self._deployments.get((key, dkey)))
             if dep is not None:
                 deployments[dkey] = dep
@@ -268,7 +292,7 @@ class RoutingBook:
         for dep in deployments.values():
             known = dep.sources if dep.sources is not None else service.sources
             sources += [s for s in known if s not in sources]
-        bound = self._bound_ports(key)
+        bound = _bound_ports(svc_row)
         built.entry = {
             "key": key,
             "network_type": service.network_type,
@@ -282,48 +306,54 @@ class RoutingBook:
 
     # --- the parts ---------------------------------------------------------------------------------------------------
 
-    def _row(self, kind: str, key: str, parent: str = "") -> Any:
-        path = object_path(kind, key, parent)
+    def _parsed(self, path: str, spec: dict[str, Any], parse: Callable[[dict[str, Any]], Any]) -> Any:
+        """`parse(spec)`, checked for finite numbers first; remembered by the spec's text, so that the objects
+        that did not change since the last snapshot (nearly all, nearly always) are not validated again."""
         try:
-            row = self.store.get(kind, key, parent)
-        except ValueError as exc:
-            raise PartError(f"{path}: the stored object cannot be read: {exc}") from None
-        return row
+            text = json.dumps(spec, allow_nan=False, sort_keys=True)
+        except ValueError:
+            raise PartError(f"{path}: holds a number that is not finite (NaN or ±Infinity)") from None
+        cached = self._cache.get(path)
+        if cached is not None and cached[0] == text:
+            return cached[1]
+        value = parse(spec)
+        self._cache[path] = (text, value)
+        return value
 
-    def _service_part(self, key: str) -> _ServicePart:
-        row = self._row(SERVICE, key)
-        if row is None:
-            raise PartError(f"{object_path(SERVICE, key)}: gone")
-        spec = Service.model_validate({**_strict(row.spec, object_path(SERVICE, key)), "deployments": []})
-        ports = list(spec.ports)
-        listeners = [wire.Listener(port=p) for p in ports]
-        wire.Service(key=key, network_type=spec.network_type, listeners=listeners)  # the gateway's rules
-        return _ServicePart(spec.network_type, ports, row.generation)
+    def _service_part(self, key: str, row: Row | ValueError) -> _ServicePart:
+        def parse(spec: dict[str, Any]) -> tuple[str, list[int]]:
+            service = Service.model_validate({**spec, "deployments": []})
+            ports = list(service.ports)
+            wire.Service(key=key, network_type=service.network_type, listeners=[wire.Listener(port=p) for p in ports])
+            return service.network_type, ports
 
-    def _traffic_part(self, key: str) -> _TrafficPart:
-        row = self._row(TRAFFIC, key, key)
-        spec = _strict(row.spec, object_path(TRAFFIC, key, key)) if row is not None else {}
-        traffic = _strict(Traffic.model_validate(spec).to_data(), object_path(TRAFFIC, key, key))
-        return _TrafficPart(wire.Traffic.model_validate(traffic).model_dump(mode="json"),
-                            row.generation if row is not None else 0)
+        path = object_path(SERVICE, key)
+        network_type, ports = self._parsed(path, _spec(row, path), parse)
+        return _ServicePart(network_type, list(ports), _generation(row))
 
-    def _deployment_part(self, key: str, dkey: str, groups: dict[str, SecurityGroup | str]) -> _DeploymentPart:
+    def _traffic_part(self, key: str, row: Row | ValueError | None) -> _TrafficPart:
+        def parse(spec: dict[str, Any]) -> dict[str, Any]:
+            traffic = Traffic.model_validate(spec).to_data()
+            json.dumps(traffic, allow_nan=False)  # what the model made of it is finite too
+            return wire.Traffic.model_validate(traffic).model_dump(mode="json")
+
+        path = object_path(TRAFFIC, key, key)
+        spec = _spec(row, path) if row is not None else {}  # no traffic object yet: the default split
+        return _TrafficPart(self._parsed(path, spec, parse), _generation(row) if row is not None else 0)
+
+    def _deployment_part(self, key: str, dkey: str, row: Row | ValueError,
+                         groups: dict[str, list[dict[str, Any]] | str]) -> _DeploymentPart:
+        def parse(spec: dict[str, Any]) -> tuple[bool, str, str]:
+            dep = Deployment.model_validate(spec)
+            wire.Deployment(key=dkey, accept_traffic=dep.accepts_traffic)
+            return dep.accepts_traffic, dep.entry_role().name, dep.security_group
+
         path = object_path(DEPLOYMENT, dkey, key)
-        row = self._row(DEPLOYMENT, dkey, key)
-        if row is None:
-            raise PartError(f"{path}: gone")
-        dep = Deployment.model_validate(_strict(row.spec, path))
-        group = groups.get(dep.security_group)
-        if isinstance(group, str):
-            raise PartError(f"{path}: its security group {group}")
-        sources = []
-        for rule in group.ingress if group is not None else []:
-            if rule.protocol in ("tcp", "all"):
-                source = wire.AllowedSource(cidr=rule.source, from_port=rule.from_port, to_port=rule.last_port)
-                if (data := source.model_dump(mode="json")) not in sources:
-                    sources.append(data)
-        wire.Deployment(key=dkey, accept_traffic=dep.accepts_traffic)
-        return _DeploymentPart(dkey, dep.accepts_traffic, dep.entry_role().name, sources, row.generation)
+        accept_traffic, entry_role, security_group = self._parsed(path, _spec(row, path), parse)
+        sources = groups.get(security_group, [])
+        if isinstance(sources, str):
+            raise PartError(f"{path}: its security group {sources}")
+        return _DeploymentPart(dkey, accept_traffic, entry_role, list(sources), _generation(row))
 
     @staticmethod
     def _deployment_entry(dep: _DeploymentPart, by_role: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -334,23 +364,23 @@ class RoutingBook:
             instances = [ready[i["id"]] for i in dep.instances if i["id"] in ready]
         return {"key": dep.key, "accept_traffic": dep.accept_traffic, "instances": instances}
 
-    def _bound_ports(self, key: str) -> dict[str, int]:
-        try:
-            row = self.store.get(SERVICE, key)
-        except ValueError:
-            return {}
-        bound = (row.status.get("gateway_ports") if row is not None else None) or {}
-        return {str(p): b for p, b in bound.items() if isinstance(b, int) and not isinstance(b, bool)}
+    def _security_groups(self) -> dict[str, list[dict[str, Any]] | str]:
+        """Each security group's allowed sources (tcp rules) by name; one that cannot be read maps to the reason
+        (only the deployments that use it are affected)."""
+        def parse(spec: dict[str, Any]) -> list[dict[str, Any]]:
+            sources: list[dict[str, Any]] = []
+            for rule in SecurityGroup.model_validate(spec).ingress:
+                if rule.protocol in ("tcp", "all"):
+                    source = wire.AllowedSource(cidr=rule.source, from_port=rule.from_port, to_port=rule.last_port)
+                    if (data := source.model_dump(mode="json")) not in sources:
+                        sources.append(data)
+            return sources
 
-    def _security_groups(self) -> dict[str, SecurityGroup | str]:
-        """Security groups by name; one that cannot be read maps to the reason (only its users are affected)."""
-        groups: dict[str, SecurityGroup | str] = {}
-        for name in self.store.keys("security_groups"):
+        groups: dict[str, list[dict[str, Any]] | str] = {}
+        for _, name, row in self.store.scan("security_groups"):
             path = object_path("security_groups", name)
             try:
-                row = self.store.get("security_groups", name)
-                if row is not None:
-                    groups[name] = SecurityGroup.model_validate(_strict(row.spec, path))
+                groups[name] = self._parsed(path, _spec(row, path), parse)
             except Exception as exc:  # noqa: BLE001
                 groups[name] = f"{path} cannot be read: {exc.args[0] if isinstance(exc, PartError) else _explain(exc)}"
         return groups
