@@ -107,6 +107,7 @@ class _Built:
 
     entry: dict[str, Any] | None
     routing: ServiceRouting
+    uid: str = ""  # the service row's uid: a service deleted and created again is another one
     service: _ServicePart | None = None
     traffic: _TrafficPart | None = None
     deployments: dict[str, _DeploymentPart] = field(default_factory=dict)
@@ -147,6 +148,8 @@ class RoutingBook:
         self._live: dict[str, ServiceRouting] = {}
         self._pending: dict[str, _Built] = {}
         self._cache: dict[str, tuple[str, Any]] = {}  # object path → (spec text, what it was parsed into)
+        self._marked: dict[str, tuple[str, str]] = {}  # service → (routing state its status has, its uid)
+        self._uids: dict[str, str] = {}
         # Services the gateway refused: the reason, and the generations of the objects it refused.
         self._rejected: dict[str, tuple[str, dict[str, int]]] = {}
 
@@ -207,10 +210,13 @@ class RoutingBook:
         """The gateway accepted the snapshot last built: its entries are live, its fresh parts the last good ones."""
         self.acknowledged_version = version
         self._live = {key: built.routing for key, built in self._pending.items()}
+        self._uids = {key: built.uid for key, built in self._pending.items()}
         for key in [k for k in self._services if k not in self._pending]:
             del self._services[key]
         for key in [k for k in self._traffic if k not in self._pending]:
             del self._traffic[key]
+        for key in [k for k in self._rejected if k not in self._pending]:
+            del self._rejected[key]
         for key, dkey in list(self._deployments):
             built = self._pending.get(key)
             if built is None or dkey not in built.routing.deployments:
@@ -280,11 +286,15 @@ class RoutingBook:
             fresh_parts.clear()
             service, traffic = self._services.get(key), self._traffic.get(key)
             deployments = {d: p for (s, d), p in self._deployments.items() if s == key and d in deployments}
+            generations = {path: p.generation for path, p in ((svc_path, service), (traffic_path, traffic),
+                                                              *((object_path(DEPLOYMENT, d, key), p)
+                                                                for d, p in deployments.items())) if p is not None}
         else:
             self._rejected.pop(key, None)
         routed = service is not None and traffic is not None
         routing = ServiceRouting(key, not problems, tuple(problems), generations, version, routed)
-        built = _Built(None, routing, fresh_parts.get(svc_path), fresh_parts.get(traffic_path),
+        built = _Built(None, routing, svc_row.uid if isinstance(svc_row, Row) else "", fresh_parts.get(svc_path),
+                       fresh_parts.get(traffic_path),
                        {d: p for d, p in deployments.items() if object_path(DEPLOYMENT, d, key) in fresh_parts})
         if not routed:
             return built
@@ -391,10 +401,15 @@ class RoutingBook:
         """Write each service's routing state to its status when it changed: `status.routing` and `Degraded`."""
         for key, routing in self._live.items():
             state = "fresh" if routing.fresh else ("last_good" if routing.routed else "none")
+            uid = self._uids.get(key, "")
+            if state == "fresh" and uid and self._marked.get(key) == (state, uid):
+                continue  # fresh, and its status says so already: nothing to read or write
             try:
                 self._mark(key, routing, state)
+                self._marked[key] = (state, uid)
             except Exception:  # a row that cannot be read cannot be marked either; the log says so
                 log.exception("cannot mark the routing state of services/%s", key)
+        self._marked = {k: v for k, v in self._marked.items() if k in self._live}
 
     def _mark(self, key: str, routing: ServiceRouting, state: str) -> None:
         row = self.store.get(SERVICE, key)
