@@ -11,6 +11,7 @@ from collections import Counter
 
 from embedded_harness import (
     Load,
+    PlatformProcess,
     echo_deployment,
     echo_service,
     gateway,
@@ -39,14 +40,19 @@ def _wait_split(url: str, headers: dict, want: set[str], timeout: float = 20.0) 
         time.sleep(0.1)
 
 
+def _serving_blue(data_dir) -> tuple[PlatformProcess, str, dict]:
+    """A platform serving `web` (blue 100 %, green 0 %): the platform, the gateway URL and the caller's headers."""
+    platform = start_platform(data_dir)
+    client = platform.client()
+    client.apply({"services": [_blue_green(100, 0)]})
+    wait_ready(client, "web")
+    return platform, *gateway(client, "web")
+
+
 def test_platform_killed_under_load_for_10s_then_restarted_readopts_one_gateway_and_routing_resumes(tmp_path):
     data_dir = tmp_path / "data"
-    platform = start_platform(data_dir)
+    platform, url, headers = _serving_blue(data_dir)
     try:
-        client = platform.client()
-        client.apply({"services": [_blue_green(100, 0)]})
-        wait_ready(client, "web")
-        url, headers = gateway(client, "web")
         gateway_before = gateway_pids(data_dir)
         instances_before = instance_pids("web")
         assert len(gateway_before) == 1 and len(instances_before) == 3
@@ -90,12 +96,8 @@ def test_platform_killed_under_load_for_10s_then_restarted_readopts_one_gateway_
 
 def test_gateway_that_died_while_the_platform_was_down_is_restarted_on_its_last_snapshot_and_same_port(tmp_path):
     data_dir = tmp_path / "data"
-    platform = start_platform(data_dir)
+    platform, url, headers = _serving_blue(data_dir)
     try:
-        client = platform.client()
-        client.apply({"services": [_blue_green(100, 0)]})
-        wait_ready(client, "web")
-        url, headers = gateway(client, "web")
         persisted = data_dir / "gateway" / "snapshot.json"
         assert persisted.stat().st_mode & 0o777 == 0o600
         assert json.loads(persisted.read_text())["listeners"] == {"web/8000": int(url.rsplit(":", 1)[1])}
