@@ -129,3 +129,35 @@ def test_a_gateway_that_keeps_dying_backs_off_and_healthz_is_503_with_the_reason
     finally:
         platform.stop()
     assert gateway_pids(data_dir) == []
+
+
+def test_gateway_that_died_while_the_platform_was_down_is_restarted_on_its_last_snapshot_and_same_port(tmp_path):
+    data_dir = tmp_path / "data"
+    platform = start_platform(data_dir)
+    try:
+        client = platform.client()
+        client.apply({"services": [echo_service("chat", [echo_deployment("main")])]})
+        wait_ready(client, "chat")
+        url, headers = gateway(client, "chat")
+        persisted = data_dir / "gateway" / "snapshot.json"
+        assert persisted.stat().st_mode & 0o777 == 0o600
+        assert json.loads(persisted.read_text())["listeners"] == {"chat/8000": int(url.rsplit(":", 1)[1])}
+
+        platform.kill()
+        (old,) = gateway_pids(data_dir)
+        os.kill(old, signal.SIGKILL)  # the data plane loses its gateway while nobody supervises it
+        time.sleep(0.2)
+        assert gateway_pids(data_dir) == []
+
+        platform.start()
+        client = platform.client()
+        wait_ready(client, "chat")
+        assert len(gateway_pids(data_dir)) == 1 and gateway_pids(data_dir) != [old]
+        assert client.get_service("chat")["status"]["gateway_url"] == url  # its listener is back on its port
+        assert httpx.post(f"{url}/v1/predict", json={"input": "x"}, headers=headers).status_code == 200
+        started = _gateway_events(client)[-1]
+        assert started["reason"] == "GatewayStarted" and f"pid {old}, had exited" in started["message"], started
+    finally:
+        platform.stop()
+    assert gateway_pids(data_dir) == []
+    assert not (data_dir / "gateway" / "snapshot.json").exists()  # a deliberate stop: nothing to resume

@@ -3,9 +3,6 @@ platform that starts again re-adopts what runs — one gateway, the same instanc
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import time
 from collections import Counter
 
@@ -92,31 +89,3 @@ def test_platform_killed_under_load_for_10s_then_restarted_readopts_one_gateway_
         platform.stop()
     assert gateway_pids(data_dir) == [] and instance_pids("web") == {}  # a deliberate stop stops the data plane
     assert not (data_dir / "gateway" / "record.json").exists()
-
-
-def test_gateway_that_died_while_the_platform_was_down_is_restarted_on_its_last_snapshot_and_same_port(tmp_path):
-    data_dir = tmp_path / "data"
-    platform, url, headers = _serving_blue(data_dir)
-    try:
-        persisted = data_dir / "gateway" / "snapshot.json"
-        assert persisted.stat().st_mode & 0o777 == 0o600
-        assert json.loads(persisted.read_text())["listeners"] == {"web/8000": int(url.rsplit(":", 1)[1])}
-
-        platform.kill()
-        (old,) = gateway_pids(data_dir)
-        os.kill(old, signal.SIGKILL)  # the data plane loses its gateway while nobody supervises it
-        time.sleep(0.2)
-        assert gateway_pids(data_dir) == []
-
-        platform.start()
-        client = platform.client()
-        wait_ready(client, "web")
-        assert len(gateway_pids(data_dir)) == 1 and gateway_pids(data_dir) != [old]
-        assert client.get_service("web")["status"]["gateway_url"] == url  # its listener is back on its port
-        assert set(split(url, headers, 20)) == {"blue"}
-        started = client.request("GET", "/v1/events", params={"object": "platform/gateway"})["items"][-1]
-        assert started["reason"] == "GatewayStarted" and f"pid {old}, had exited" in started["message"], started
-    finally:
-        platform.stop()
-    assert gateway_pids(data_dir) == []
-    assert not (data_dir / "gateway" / "snapshot.json").exists()  # a deliberate stop: nothing to resume
