@@ -452,15 +452,15 @@ class Reconciler:
             self._observe_routing(snapshot)
             self.routing.mark_status()
 
-    def _ready_by_role(self, svc_key: str, dep_key: str) -> dict[str, list[dict[str, Any]]]:
-        """The ready instances of each role of a deployment, minus those being withdrawn."""
-        return {role: [{"id": r.id, "host": r.host, "port": r.port} for r in controller.ready_instances()
-                       if r.id not in self._withdrawn]
-                for (s, d, role), controller in self.controllers.items() if (s, d) == (svc_key, dep_key)}
-
     def snapshot(self, version: int) -> dict[str, Any]:
-        """The routing snapshot of `version`: every service built on its own (see `RoutingBook`)."""
-        return self.routing.build(version, self._ready_by_role, self.keys.hashes())
+        """The routing snapshot of `version`: every service built on its own (see `RoutingBook`), with the ready
+        instances of each role, minus those being withdrawn."""
+        ready: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+        for (svc, dep, role), controller in self.controllers.items():
+            ready.setdefault((svc, dep), {})[role] = [{"id": r.id, "host": r.host, "port": r.port}
+                                                      for r in controller.ready_instances()
+                                                      if r.id not in self._withdrawn]
+        return self.routing.build(version, lambda svc, dep: ready.get((svc, dep), {}), self.keys.hashes())
 
     def health(self) -> dict[str, Any]:
         """The runtime's parts for `/healthz`: the gateway's supervision state (`ok` false while it is down)."""
