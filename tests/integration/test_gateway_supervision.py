@@ -12,7 +12,18 @@ import time
 from pathlib import Path
 
 import httpx
-from embedded_harness import Load, echo_deployment, echo_service, gateway, gateway_pids, start_platform, wait_ready
+from embedded_harness import (
+    Load,
+    PlatformProcess,
+    echo_deployment,
+    echo_service,
+    gateway,
+    gateway_pids,
+    start_platform,
+    wait_ready,
+)
+
+from inferstack.targets.local.client import PlatformClient
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,18 +42,23 @@ def _gateway_pid(data_dir: Path, other_than: int | None = None, timeout: float =
     raise AssertionError(f"no gateway other than {other_than} recorded after {timeout} s")
 
 
+def _serving_chat(data_dir: Path, replicas: int = 1) -> tuple[PlatformProcess, PlatformClient, str, dict]:
+    """A platform serving `chat`: the platform, a client, the gateway URL and the caller's headers."""
+    platform = start_platform(data_dir)
+    client = platform.client()
+    client.apply({"services": [echo_service("chat", [echo_deployment("main", replicas=replicas)])]})
+    wait_ready(client, "chat")
+    return platform, client, *gateway(client, "chat")
+
+
 def _gateway_events(client) -> list[dict]:
     return client.request("GET", "/v1/events", params={"object": "platform/gateway"})["items"]
 
 
 def test_gateway_killed_under_load_serves_again_on_the_same_url_and_the_restart_is_reported(tmp_path):
     data_dir = tmp_path / "data"
-    platform = start_platform(data_dir)
+    platform, client, url, headers = _serving_chat(data_dir, replicas=2)
     try:
-        client = platform.client()
-        client.apply({"services": [echo_service("chat", [echo_deployment("main", replicas=2)])]})
-        wait_ready(client, "chat")
-        url, headers = gateway(client, "chat")
         first = _gateway_pid(data_dir)
         assert gateway_pids(data_dir) == [first]
 
@@ -93,12 +109,8 @@ def test_gateway_killed_under_load_serves_again_on_the_same_url_and_the_restart_
 
 def test_a_gateway_that_keeps_dying_backs_off_and_healthz_is_503_with_the_reason_meanwhile(tmp_path):
     data_dir = tmp_path / "data"
-    platform = start_platform(data_dir)
+    platform, client, url, headers = _serving_chat(data_dir)
     try:
-        client = platform.client()
-        client.apply({"services": [echo_service("chat", [echo_deployment("main")])]})
-        wait_ready(client, "chat")
-        url, headers = gateway(client, "chat")
         first = _gateway_pid(data_dir)
         os.kill(first, signal.SIGKILL)
         second = _gateway_pid(data_dir, other_than=first)
@@ -133,12 +145,8 @@ def test_a_gateway_that_keeps_dying_backs_off_and_healthz_is_503_with_the_reason
 
 def test_gateway_that_died_while_the_platform_was_down_is_restarted_on_its_last_snapshot_and_same_port(tmp_path):
     data_dir = tmp_path / "data"
-    platform = start_platform(data_dir)
+    platform, client, url, headers = _serving_chat(data_dir)
     try:
-        client = platform.client()
-        client.apply({"services": [echo_service("chat", [echo_deployment("main")])]})
-        wait_ready(client, "chat")
-        url, headers = gateway(client, "chat")
         persisted = data_dir / "gateway" / "snapshot.json"
         assert persisted.stat().st_mode & 0o777 == 0o600
         assert json.loads(persisted.read_text())["listeners"] == {"chat/8000": int(url.rsplit(":", 1)[1])}
