@@ -79,6 +79,7 @@ class PlatformProcess:
 
     def stop(self) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
+            self._stop_orphaned_gateway()
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -86,6 +87,14 @@ class PlatformProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+
+    def _stop_orphaned_gateway(self) -> None:
+        """A platform killed and not started again leaves its gateway serving, as it should: a test stops it."""
+        from inferstack.platform.gateway.process import GatewayProcess
+
+        gateway = GatewayProcess.adopt(self.data_dir / "gateway")
+        if gateway is not None:
+            gateway.stop()
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.markup import escape as rich_escape
 from rich.text import Text
 
 from ..spec import StackFileError, load_file
@@ -228,7 +229,7 @@ def apply(
         else:
             _print_applied(result)
         if wait is None:
-            wait = bool(client.request("GET", "/healthz").get("runtime"))
+            wait = bool(client.health().get("runtime"))
         services = sorted({c["object"].split("/")[1] for c in result["changed"]
                            if c["object"].startswith("services/") and c["action"] != "delete"})
         if wait and services:
@@ -336,6 +337,7 @@ def status(
             details = None
         else:
             details = (client.get_service(service), client.list_deployments(service), client.get_traffic(service))
+        gateway = _gateway_status(client) if fmt is not Format.json and not gateway_url else None
     if gateway_url:
         url = details[0]["status"].get("gateway_url") if details else None
         if not url:
@@ -351,10 +353,30 @@ def status(
             out = {"service": details[0], "deployments": details[1], "traffic": details[2]}
         print_json(out)
         return
+    if gateway is not None:
+        console.print(gateway, highlight=False)
     if details is None:
         _services_table(rows)
     else:
         _service_details(*details)
+
+
+def _gateway_status(client: PlatformClient) -> str | None:
+    """One line on the gateway process: running (pid, restarts, the last restart's cause) or down and why."""
+    if not client.health().get("runtime"):
+        return None
+    gw = client.request("GET", "/v1/gateway").get("gateway")
+    if not gw:
+        return None
+    restarts = gw.get("restarts") or 0
+    last = gw.get("last_restart") or {}
+    since = f"; last {last.get('at')}: {last.get('cause')}" if restarts and last else ""
+    if gw.get("ok"):
+        head = (f"gateway: [green]running[/green] (pid {gw.get('pid')}), routing snapshot "
+                f"{gw.get('acknowledged_version')} acknowledged")
+    else:
+        head = f"gateway: [red]{gw.get('state')}[/red] — {rich_escape(gw.get('reason') or '')}"
+    return f"{head}; restarts: {restarts}{rich_escape(since)}"
 
 
 def _services_table(rows: list[tuple[dict, list[dict]]]) -> None:

@@ -104,7 +104,12 @@ def create_app(platform: Platform, token: str) -> Starlette:
         return _respond(outcome.body, outcome.status_code, ctx.request_id)
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"ok": True, "runtime": platform.runtime is not None})
+        """200 while every part serves; 503 naming the part and why (e.g. the gateway is down or restarting)."""
+        parts = platform.runtime.health() if platform.runtime is not None else {}
+        ok = all(part.get("ok", True) for part in parts.values())
+        body = {"ok": ok, "runtime": platform.runtime is not None,
+                **{name: {k: part.get(k) for k in ("ok", "state", "reason", "restarts")} for name, part in parts.items()}}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
@@ -313,8 +318,14 @@ def openapi_document() -> dict[str, Any]:
             entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
         paths[path][method] = entry
 
-    paths["/healthz"]["get"] = {"summary": "Liveness (no token needed).", "security": [],
-                                "responses": {"200": {"description": "OK"}}}
+    paths["/healthz"]["get"] = {"summary": "Health (no token needed): `ok`, and per runtime part (`gateway`) its "
+                                           "state, the reason it is not serving and its restarts.", "security": [],
+                                "responses": {"200": {"description": "Every part serves"},
+                                              "503": {"description": "A part is down (e.g. the gateway is "
+                                                                     "restarting): `reason` says why"}}}
+    op("/v1/gateway", "get", "The gateway's supervision (state, pid, restarts, the last restart's cause) and, per "
+       "service, the routing it has acknowledged: fresh, or kept from its last good parts and why.",
+       {"type": "object"})
     op("/openapi.json", "get", "This document.", {"type": "object"})
     op("/v1/inventory", "get", "The whole inventory, in the stack file's `inventory:` shape.", {"type": "object"})
     service_body = model_ref(Service, "ServiceFields", SERVICE_FIELDS)

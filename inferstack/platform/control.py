@@ -49,7 +49,15 @@ from .objects import (
     object_path,
     owning_service,
 )
-from .state import ServiceState, State, _explain_capacity, _finding, _restore_secrets, split_service
+from .state import (
+    ServiceState,
+    State,
+    _explain_capacity,
+    _finding,
+    _restore_secrets,
+    split_service,
+    without_preexisting,
+)
 from .store import Row, Store, Tx
 
 log = logging.getLogger("inferstack.platform")
@@ -344,6 +352,7 @@ class Platform:
             others = [s.data() for k, s in old.services.items() if k not in keys]
             report = validate([s.to_data() for s in stack.services] + others, new.inventory_data(),
                               check_inventory=True)
+            report = without_preexisting(report, keys + [k for k in old.services if k not in keys], old, set(keys))
             faithful = None not in keys and len(set(keys)) == len(keys) and all(
                 None not in (ks := [d.key for d in s.deployments]) and len(set(ks)) == len(ks)
                 for s in stack.services)
@@ -367,6 +376,7 @@ class Platform:
                forced: Iterable[tuple[str, str]] = (), whole_file: bool = False) -> Outcome:
         services, inventory = list(services), list(inventory)
         report = validate(new.services_data(), new.inventory_data(), check_inventory=bool(inventory))
+        report = without_preexisting(report, list(new.services), old, set(services))
         if not report.ok:
             raise _invalid(_explain_capacity(report, new, set(services)),
                            "the stack file" if whole_file else "the change")

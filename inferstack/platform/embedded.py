@@ -1,5 +1,9 @@
 """Wires the runtime into the control plane: the reconciler (instances as processes), the autoscaler, the gateway
-process (traffic split), invocation keys and `/metrics`. `server.serve` calls `attach` unless the runtime is off."""
+process (traffic split) and its supervisor, invocation keys, `/metrics` and `GET /v1/gateway`. `server.serve` calls
+`attach` unless the runtime is off.
+
+The gateway's state dir is `<data dir>/gateway/` (statedir.py): the gateway outlives a crash of the platform there
+and is re-adopted from it; its restarts are runtime events of `platform/gateway`."""
 
 from __future__ import annotations
 
@@ -11,11 +15,14 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from .autoscaler import Autoscaler
-from .gateway.supervisor import GatewayProcess
+from .gateway.process import GatewayUnavailable
+from .gateway.supervisor import GatewaySupervisor
 from .keys import InvocationKeys
 from .reconciler import Reconciler, Settings
+from .store import PLATFORM
 
 RUNTIME_ENV = "INFERSTACK_RUNTIME"  # "0": control plane only (no processes, no gateway)
+GATEWAY_DIR = "gateway"
 
 
 def runtime_enabled(explicit: bool | None = None) -> bool:
@@ -38,8 +45,15 @@ def settings_from_env() -> Settings:
 def attach(platform, data_dir: Path, *, settings: Settings | None = None, gateway: bool = True) -> Reconciler:
     """Subscribe a reconciler to the platform, start/stop it with the server, add its routes."""
     keys = InvocationKeys(data_dir)
-    reconciler = Reconciler(platform.store, data_dir, gateway=GatewayProcess() if gateway else None,
-                            settings=settings or settings_from_env(), keys=keys)
+
+    def gateway_event(reason: str, message: str, type_: str) -> None:
+        platform.store.record_event(PLATFORM, "gateway", reason, message, type=type_)
+
+    supervisor = GatewaySupervisor(Path(data_dir) / GATEWAY_DIR, on_event=gateway_event) if gateway else None
+    reconciler = Reconciler(platform.store, data_dir, gateway=supervisor, settings=settings or settings_from_env(),
+                            keys=keys)
+    if supervisor is not None:
+        supervisor.on_restart = reconciler.request_publish  # a restarted gateway gets the current snapshot at once
     autoscaler = Autoscaler(platform.store, reconciler)  # knobs: INFERSTACK_AUTOSCALE_* (AutoscalerSettings)
     platform.runtime = reconciler
     platform.autoscaler = autoscaler
@@ -48,10 +62,21 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
     platform.on_shutdown.extend([autoscaler.stop, reconciler.stop])  # no new counts while instances stop
 
     async def metrics(request: Request) -> PlainTextResponse:
-        text = "\n".join(reconciler.metrics_lines()) + "\n"
-        if reconciler.gateway is not None:
-            text += await reconciler.gateway.ametrics()
+        lines = reconciler.metrics_lines() + (supervisor.metrics_lines() if supervisor is not None else [])
+        text = "\n".join(lines) + "\n"
+        if supervisor is not None:
+            try:
+                text += await supervisor.ametrics()
+            except GatewayUnavailable:
+                pass  # inferstack_gateway_up 0 says so
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    async def gateway_status(request: Request) -> JSONResponse:
+        """The gateway's supervision state and, per service, what routing the gateway has acknowledged."""
+        routing = {key: {"fresh": r.fresh, "routed": r.routed, "reason": r.reason, "snapshot_version": r.version,
+                         "generations": r.generations} for key, r in reconciler.routing.services().items()}
+        return JSONResponse({"gateway": supervisor.health() if supervisor is not None else None,
+                             "acknowledged_version": reconciler.routing.acknowledged_version, "services": routing})
 
     def _service(request: Request) -> str | JSONResponse:
         key = request.path_params["key"]
@@ -99,6 +124,7 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
 
     platform.routes.extend([
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/gateway", gateway_status, methods=["GET"]),
         Route("/v1/services/{key}/deployments/{dkey}/logs", logs, methods=["GET"]),
         Route("/v1/services/{key}/keys", reveal_key, methods=["GET"]),
         Route("/v1/services/{key}/keys/rotate", rotate_key, methods=["POST"]),

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inferstack.spec import Deployment, Inventory, Role, Service, Traffic
+from inferstack.spec import Deployment, Inventory, Role, Service
 
 from ..images import PRESET_IMAGES
+from .gateway.process import GatewayUnavailable, SnapshotRejected
 from .keys import InvocationKeys
-from .objects import condition, get_condition, set_condition
+from .objects import condition, get_condition, object_path, set_condition
+from .routing_book import RoutingBook
 from .runtime import (
     Exec,
     HttpGet,
@@ -88,15 +90,21 @@ class Reconciler:
         self._publish_wanted = asyncio.Event()
         self._snapshot_version = time.time_ns() // 1000
         self._stopped = False
+        # Per service: the routing the gateway has acknowledged, fresh or on its last good parts (and why).
+        self.routing = RoutingBook(store)
 
     # --- lifecycle -------------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         if self.gateway is not None:
-            await self.gateway.astart()
+            await self.gateway.start()  # re-adopts the running gateway, else starts one on its last snapshot
+            last = self.gateway.last_snapshot()
+            self.routing.seed(last)
+            if last and isinstance(last.get("version"), int):
+                self._snapshot_version = max(self._snapshot_version, last["version"])
         self._adopt()
-        for row in self.store.list(SERVICE):
-            self._enqueue(row.key)
+        for _, key, _ in self.store.scan(SERVICE):
+            self._enqueue(key)
         self._tasks = [asyncio.create_task(self._worker(), name="reconciler"),
                        asyncio.create_task(self._publisher(), name="gateway-publisher")]
 
@@ -109,7 +117,7 @@ class Reconciler:
         await asyncio.gather(*(c.shutdown(graceful) for c in self.controllers.values()), return_exceptions=True)
         self.controllers.clear()
         if self.gateway is not None:
-            await self.gateway.astop()
+            await self.gateway.stop()
 
     async def on_change(self, service_key: str) -> None:
         """The platform's change hook: queue the service (never block the API's response)."""
@@ -134,29 +142,53 @@ class Reconciler:
     # --- adoption after a restart ------------------------------------------------------------------------------------
 
     def _adopt(self) -> None:
-        """Re-adopt the instances recorded in status whose process is still the same one (pid + start time)."""
-        for row in self.store.list(DEPLOYMENT):
-            for role, info in (row.status.get("roles") or {}).items():
-                records = [_record(r) for r in info.get("instances", [])]
-                if not records:
-                    continue
-                key = (row.parent, row.key, role)
-                controller = self._controller(key)
-                adopted = controller.adopt_existing(records)
-                log.info("%s: re-adopted %d of %d recorded instance(s)", "/".join(key), len(adopted), len(records))
+        """Re-adopt the instances recorded in status whose process is still the same one (pid + start time). A
+        row that cannot be read costs only its own instances (they are left running, unadopted)."""
+        for svc_key, dep_key, row in self.store.scan(DEPLOYMENT):
+            try:
+                if isinstance(row, ValueError):
+                    raise row
+                self._adopt_deployment(row)
+            except Exception:
+                log.exception("cannot re-adopt the instances of %s", object_path(DEPLOYMENT, dep_key, svc_key))
+
+    def _adopt_deployment(self, row: Any) -> None:
+        for role, info in (row.status.get("roles") or {}).items():
+            records = [_record(r) for r in info.get("instances", [])]
+            if not records:
+                continue
+            key = (row.parent, row.key, role)
+            controller = self._controller(key)
+            adopted = controller.adopt_existing(records)
+            log.info("%s: re-adopted %d of %d recorded instance(s)", "/".join(key), len(adopted), len(records))
 
     # --- convergence -----------------------------------------------------------------------------------------------
 
     async def reconcile(self, service_key: str) -> None:
-        svc_row = self.store.get(SERVICE, service_key)
+        """Converge one service. A stored object that cannot be read or parsed (a row of an older version, edited on
+        disk) keeps what runs for it as it is — nothing started, nothing stopped — and costs only itself."""
+        try:
+            svc_row = self.store.get(SERVICE, service_key)
+            service = Service.model_validate({**svc_row.spec, "deployments": []}) if svc_row is not None else None
+        except Exception as exc:  # noqa: BLE001 -- whatever is wrong with it, it must not stop other services
+            log.warning("%s cannot be read; what runs for it stays as it is: %s", object_path(SERVICE, service_key),
+                        str(exc).splitlines()[0])
+            self._publish_wanted.set()
+            return
         desired: set[RoleKey] = set()
-        if svc_row is not None:
-            service = Service.model_validate({**svc_row.spec, "deployments": []})
+        if service is not None:
             inventory = self._inventory()
             self.keys.ensure(service_key)
-            dep_rows = self.store.list(DEPLOYMENT, parent=service_key)
-            for dep_row in dep_rows:
-                deployment = Deployment.model_validate(dep_row.spec)
+            for _, dep_key, dep_row in self.store.scan(DEPLOYMENT, parent=service_key):
+                try:
+                    if isinstance(dep_row, ValueError):
+                        raise dep_row
+                    deployment = Deployment.model_validate(dep_row.spec)
+                except Exception as exc:  # noqa: BLE001 -- as above, for one deployment
+                    log.warning("%s cannot be read; its instances stay as they are: %s",
+                                object_path(DEPLOYMENT, dep_key, service_key), str(exc).splitlines()[0])
+                    desired |= {k for k in self.controllers if k[:2] == (service_key, dep_key)}
+                    continue
                 desired |= self._converge_deployment(service, deployment, dep_row, inventory)
         else:
             self.keys.forget(service_key)
@@ -226,7 +258,17 @@ class Reconciler:
         return controller
 
     def _inventory(self) -> Inventory:
-        return Inventory.model_validate({kind: [r.spec for r in self.store.list(kind)] for kind in Inventory.KINDS})
+        """The stored inventory; an object that cannot be read is left out (logged), so it fails only its users."""
+        data: dict[str, list[Any]] = {kind: [] for kind in Inventory.KINDS}
+        for kind in Inventory.KINDS:
+            for _, name, row in self.store.scan(kind):
+                try:
+                    if isinstance(row, ValueError):
+                        raise row
+                    data[kind].extend(getattr(Inventory.model_validate({kind: [row.spec]}), kind))
+                except Exception as exc:  # noqa: BLE001 -- whatever is wrong with it, it fails only its users
+                    log.warning("inventory object %s cannot be read: %s", object_path(kind, name), exc)
+        return Inventory.model_construct(**data)
 
     def _image_argv(self, deployment: Deployment, inventory: Inventory) -> list[str]:
         ref = deployment.image.reference
@@ -365,6 +407,8 @@ class Reconciler:
         self._withdrawn.add(record.id)
         try:
             await self.publish()
+        except GatewayUnavailable:
+            pass  # no gateway routes to it now; a restarted one is sent a snapshot without it as soon as it serves
         finally:
             self._withdrawn.discard(record.id)
 
@@ -378,57 +422,51 @@ class Reconciler:
             self._publish_wanted.clear()
             try:
                 await self.publish()
+            except GatewayUnavailable as exc:
+                # The supervisor restarts it and asks for a publish then (request_publish): no retry loop here.
+                log.warning("routing snapshot not pushed: %s", exc)
             except Exception:
                 log.exception("pushing the routing snapshot failed; retrying")
                 await asyncio.sleep(0.5)
                 self._publish_wanted.set()
 
     async def publish(self) -> None:
-        """Build the routing snapshot from the store and the ready instances and push it to the gateway."""
+        """Build the routing snapshot (service by service: `RoutingBook`) and push it to the gateway. After the
+        gateway acknowledged it: listeners and routing state into status (`_observe_routing`, `mark_status`)."""
         if self.gateway is None:
             return
         async with self._publish_lock:
-            self._snapshot_version += 1
-            snapshot = self.snapshot(self._snapshot_version)
-            result = await self.gateway.apush(snapshot)
+            for attempt in range(3):
+                self._snapshot_version += 1
+                snapshot = self.snapshot(self._snapshot_version)
+                try:
+                    result = await self.gateway.apush(snapshot)
+                    break
+                except SnapshotRejected as exc:
+                    if attempt == 2:
+                        raise
+                    if exc.status == 409 and isinstance(exc.detail, dict):  # the gateway has a newer version
+                        self._snapshot_version = max(self._snapshot_version, int(exc.detail.get("version") or 0))
+                    elif exc.status != 400 or not self.routing.rejected(exc.detail):
+                        raise
+            self.routing.acknowledge(snapshot["version"])
             self._record_listeners(result.get("listeners") or {})
             self._observe_routing(snapshot)
+            self.routing.mark_status()
 
     def snapshot(self, version: int) -> dict[str, Any]:
-        inventory = self._inventory()
-        groups = inventory.index("security_groups")
-        key_hashes = self.keys.hashes()
-        services = []
-        for svc_row in self.store.list(SERVICE):
-            svc_key = svc_row.key
-            spec = svc_row.spec
-            traffic_row = self.store.get(TRAFFIC, svc_key, svc_key)
-            traffic = Traffic.model_validate(traffic_row.spec if traffic_row else {}).to_data()
-            bound = (svc_row.status.get("gateway_ports") or {})
-            deployments, sources = [], []
-            for dep_row in self.store.list(DEPLOYMENT, parent=svc_key):
-                dep = Deployment.model_validate(dep_row.spec)
-                entry = dep.entry_role().name
-                controller = self.controllers.get((svc_key, dep.key or "", entry))
-                ready = [r for r in controller.ready_instances() if r.id not in self._withdrawn] if controller else []
-                deployments.append({"key": dep.key, "accept_traffic": dep.accepts_traffic,
-                                    "instances": [{"id": r.id, "host": r.host, "port": r.port} for r in ready]})
-                group = groups.get(dep.security_group)
-                for rule in group.ingress if group else []:
-                    if rule.protocol in ("tcp", "all"):
-                        source = {"cidr": rule.source, "from_port": rule.from_port, "to_port": rule.last_port}
-                        if source not in sources:
-                            sources.append(source)
-            services.append({
-                "key": svc_key,
-                "network_type": spec.get("network_type", "public_gateway"),
-                "listeners": [{"port": p, "bind_port": int(bound.get(str(p), 0))} for p in spec.get("ports", [8000])],
-                "invocation_key_hashes": key_hashes.get(svc_key, []),
-                "allowed_sources": sources,
-                "traffic": traffic,
-                "deployments": deployments,
-            })
-        return {"version": version, "services": services}
+        """The routing snapshot of `version`: every service built on its own (see `RoutingBook`), with the ready
+        instances of each role, minus those being withdrawn."""
+        ready: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+        for (svc, dep, role), controller in self.controllers.items():
+            ready.setdefault((svc, dep), {})[role] = [{"id": r.id, "host": r.host, "port": r.port}
+                                                      for r in controller.ready_instances()
+                                                      if r.id not in self._withdrawn]
+        return self.routing.build(version, lambda svc, dep: ready.get((svc, dep), {}), self.keys.hashes())
+
+    def health(self) -> dict[str, Any]:
+        """The runtime's parts for `/healthz`: the gateway's supervision state (`ok` false while it is down)."""
+        return {"gateway": self.gateway.health()} if self.gateway is not None else {}
 
     def _record_listeners(self, listeners: dict[str, int]) -> None:
         by_service: dict[str, dict[str, int]] = {}
@@ -436,7 +474,10 @@ class Reconciler:
             svc, logical = name.rsplit("/", 1)
             by_service.setdefault(svc, {})[logical] = port
         for svc, ports in by_service.items():
-            row = self.store.get(SERVICE, svc)
+            try:
+                row = self.store.get(SERVICE, svc)
+            except ValueError:
+                continue  # a row that cannot be read: its routing book entry says why
             if row is None:
                 continue
             urls = {p: f"http://127.0.0.1:{b}" for p, b in sorted(ports.items(), key=lambda i: int(i[0]))}
@@ -446,11 +487,17 @@ class Reconciler:
                 self.store.write_status(SERVICE, svc, patch, event=None)
 
     def _observe_routing(self, snapshot: dict[str, Any]) -> None:
-        """A service and its traffic object are observed once a snapshot carrying them is live in the gateway."""
+        """A service and its traffic object are observed once a snapshot carrying them is live in the gateway — at
+        the generation its routing was built from (`self.routing`: a part kept from its last good value is not)."""
         for svc in snapshot["services"]:
+            live = self.routing.service(svc["key"])
             for kind, key, parent in ((SERVICE, svc["key"], ""), (TRAFFIC, svc["key"], svc["key"])):
-                row = self.store.get(kind, key, parent)
-                if row is None or (row.status.get("observed_generation") == row.generation
+                try:
+                    row = self.store.get(kind, key, parent)
+                except ValueError:
+                    continue
+                routed = live.generations.get(object_path(kind, key, parent)) if live is not None else None
+                if row is None or routed != row.generation or (row.status.get("observed_generation") == row.generation
                                    and (get_condition(row.status, "Ready") or {}).get("status") == "True"):
                     continue
                 message = (f"routing snapshot {snapshot['version']} is live"

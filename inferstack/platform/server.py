@@ -2,8 +2,8 @@
 
 Data dir: `--data-dir`, else env `INFERSTACK_DATA_DIR`, else `~/.inferstack`. It holds `platform.db` (the store),
 `token` (the API's bearer token, mode 0600, created once), `platform.json` (`url`, `pid`, `start_time` of the
-running server; removed when it stops), `lock` (held while a server runs: one server per data dir) and
-`platform.log` (a detached server's output).
+running server; removed when it stops), `lock` (held while a server runs: one server per data dir),
+`platform.log` (a detached server's output) and `gateway/` (the gateway's state dir: `gateway/statedir.py`).
 
 Run as `python -m inferstack.platform.server [serve|stop] ...` (what `--detach` and the tests start: it imports less
 than the CLI)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from inferstack.spec import (
     StackFile,
     Traffic,
 )
-from inferstack.spec.validate import parse, prepaid_needs
+from inferstack.spec.validate import parse, prepaid_needs, validate
 
 from .objects import (
     DEPLOYMENT,
@@ -163,6 +164,38 @@ def _prepaid_needs(services: list[Service], inv: Inventory, written: set[str]) -
         mine = sum(n for i, n in by_service.items() if services[i].key in written)
         out[slot] = [mine, sum(by_service.values()) - mine]
     return out
+
+
+def without_preexisting(report: Report, keys: list[str], old: State, written: set[str]) -> Report:
+    """`report` (of services in the order `keys`) without the errors of services this write leaves alone that the
+    stored state already had: a stored service that no longer validates — a row written by an older version or
+    edited on disk — must not refuse writes to every other service. Errors of written services, errors the change
+    brings to other services (a name clash, a full queue) and inventory errors all stay."""
+    if report.ok:
+        return report
+    before: set[tuple[str, str, str, str]] | None = None
+    kept = []
+    for finding in report.findings:
+        key, rest = _service_of(finding.path, keys)
+        if finding.severity.value != "error" or key is None or key in written:
+            kept.append(finding)
+            continue
+        if before is None:
+            old_keys = list(old.services)
+            old_report = validate(old.services_data(), old.inventory_data())
+            before = {(k, r, f.rule, f.message) for f in old_report.errors
+                      for k, r in [_service_of(f.path, old_keys)] if k is not None}
+        if (key, rest, finding.rule, finding.message) not in before:
+            kept.append(finding)
+    return Report(kept)
+
+
+def _service_of(path: str, keys: list[str]) -> tuple[str | None, str]:
+    """`services[2].traffic.timeout_s` → (the key of service 2, `.traffic.timeout_s`); (None, path) otherwise."""
+    match = re.match(r"services\[(\d+)\]", path)
+    if match is None or int(match.group(1)) >= len(keys):
+        return None, path
+    return keys[int(match.group(1))], path[match.end():]
 
 
 def _explain_capacity(report: Report, state: State, written: set[str]) -> list[Finding]:

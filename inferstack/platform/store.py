@@ -332,6 +332,23 @@ class Store:
         with self._lock:
             return [_row(r) for r in self._conn.execute(sql + " ORDER BY rowid", args)]
 
+    def scan(self, kind: str, parent: str | None = None) -> list[tuple[str, str, Row | ValueError]]:
+        """`(parent, key, row)` of a kind's objects in creation order (all parents, or one), in one query. A row
+        whose JSON no longer parses (edited on disk) comes as the ValueError instead of the Row, so that it costs
+        its readers only itself — `list` would fail for all."""
+        sql, args = f"SELECT {_COLUMNS} FROM objects WHERE kind = ?", (kind,)
+        if parent is not None:
+            sql, args = sql + " AND parent = ?", (kind, parent)
+        with self._lock:
+            raw = self._conn.execute(sql + " ORDER BY rowid", args).fetchall()
+        out: list[tuple[str, str, Row | ValueError]] = []
+        for values in raw:
+            try:
+                out.append((values[1], values[2], _row(values)))
+            except ValueError as exc:
+                out.append((values[1], values[2], exc))
+        return out
+
     def all_rows(self) -> list[Row]:
         with self._lock:
             return [_row(r) for r in self._conn.execute(f"SELECT {_COLUMNS} FROM objects ORDER BY rowid")]

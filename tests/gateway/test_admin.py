@@ -38,7 +38,7 @@ def test_process_prints_exactly_one_json_ready_line_with_the_requested_admin_por
     )
     try:
         line = process.stdout.readline()  # type: ignore[union-attr]
-        assert json.loads(line) == {"admin_port": port}
+        assert json.loads(line) == {"admin_port": port, "pid": process.pid}
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
     finally:
         process.send_signal(signal.SIGTERM)
@@ -79,7 +79,8 @@ def test_stale_snapshot_version_is_409_and_the_same_version_is_accepted_again(
     assert accepted["version"] == again["version"] == document["version"]
     assert raised.value.status == 409
     assert raised.value.detail["version"] == document["version"]
-    assert gateway.process.snapshot() == {"version": document["version"], "listeners": accepted["listeners"]}
+    assert gateway.process.snapshot() == {"version": document["version"], "listeners": accepted["listeners"],
+                                          "pid": gateway.process.pid}
 
 
 def test_invalid_snapshot_is_400_naming_every_problem(gateway: GatewayUnderTest) -> None:
@@ -128,7 +129,7 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(backends: Backen
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/")
     slow.join(5)
-    code = gateway.process.process.wait(5)  # type: ignore[union-attr]
+    code = asyncio.run(asyncio.wait_for(gateway.process.wait(), 5))
 
     assert [(r.status_code, r.text) for r in results] == [(200, "draining")]
     assert code == 0
@@ -139,7 +140,7 @@ def test_start_fails_clearly_when_no_ready_line_comes(tmp_path: Path) -> None:
     silent = tmp_path / "silent-python"
     silent.write_text("#!/bin/sh\nsleep 5\n")
     silent.chmod(silent.stat().st_mode | stat.S_IEXEC)
-    with pytest.raises(GatewayError, match="no ready line within 0.5 s"):
+    with pytest.raises(GatewayError, match="not ready within 0.5 s"):
         GatewayProcess(python=str(silent), startup_timeout=0.5).start()
 
 

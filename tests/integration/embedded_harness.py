@@ -74,13 +74,15 @@ def split(url: str, headers: dict[str, str], n: int, **extra_headers: str) -> Co
 
 
 class Load:
-    """Continuous requests from a background thread; records every status and the versions that answered."""
+    """Continuous requests from a background thread (httpx, keep-alive); records every status, the versions that
+    answered and, per request, (time it ended, status or "exception", deployment) in `outcomes`."""
 
-    def __init__(self, url: str, headers: dict[str, str]):
-        self.url, self.headers = url, headers
+    def __init__(self, url: str, headers: dict[str, str], timeout: float = 10):
+        self.url, self.headers, self.timeout = url, headers, timeout
         self.statuses: Counter = Counter()
         self.versions: list[str] = []
         self.errors: list[str] = []
+        self.outcomes: list[tuple[float, int | str, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -93,22 +95,50 @@ class Load:
         self._thread.join(10)
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.url, headers=self.headers, timeout=10) as http:
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=self.timeout) as http:
             while not self._stop.is_set():
                 try:
                     r = http.post("/v1/predict", json={"input": "x"})
                     self.statuses[r.status_code] += 1
+                    self.outcomes.append((time.monotonic(), r.status_code, r.headers.get("x-inferstack-deployment",
+                                                                                         "")))
                     if r.status_code == 200:
                         self.versions.append(r.json()["version"])
                     else:
                         self.errors.append(r.text)
                 except httpx.HTTPError as exc:
                     self.statuses["exception"] += 1
+                    self.outcomes.append((time.monotonic(), "exception", ""))
                     self.errors.append(repr(exc))
+                    time.sleep(0.005)  # a refused connection returns at once: do not spin
 
     @property
     def failed(self) -> int:
         return sum(n for status, n in self.statuses.items() if status != 200)
+
+    def between(self, start: float, end: float) -> Counter:
+        """Outcomes of the requests that ended in [start, end) (monotonic time)."""
+        return Counter(status for at, status, _ in list(self.outcomes) if start <= at < end)
+
+    def first_success_after(self, start: float) -> float | None:
+        return next((at for at, status, _ in list(self.outcomes) if at >= start and status == 200), None)
+
+
+def gateway_pids(data_dir: Path) -> list[int]:
+    """Live gateway processes of a data dir, found in /proc by their command line (its state dir)."""
+    state_dir = str(data_dir / "gateway")
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if ") Z " not in stat and b"inferstack.platform.gateway" in argv and state_dir.encode() in argv:
+            found.append(int(entry))
+    return sorted(found)
 
 
 def instance_pids(service: str) -> dict[str, int]:

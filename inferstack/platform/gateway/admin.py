@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import os
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,6 +19,7 @@ _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"
             409: "Conflict", 413: "Payload Too Large", 500: "Internal Server Error"}
 
 Reply = tuple[int, bytes, str]
+OnApplied = Callable[[bytes, dict[str, int]], None]  # (the snapshot's JSON body, its bound listeners)
 
 
 def _json(status: int, payload: Any) -> Reply:
@@ -24,10 +27,13 @@ def _json(status: int, payload: Any) -> Reply:
 
 
 class AdminServer:
-    """HTTP/1.1 on 127.0.0.1: PUT/GET /snapshot, GET /metrics, GET /healthz (the only call without the token)."""
+    """HTTP/1.1 on 127.0.0.1: PUT/GET /snapshot, GET /metrics, GET /healthz (the only call without the token).
 
-    def __init__(self, gateway: Gateway, token: str) -> None:
+    `on_applied` runs after each snapshot swapped in (the gateway process persists it there)."""
+
+    def __init__(self, gateway: Gateway, token: str, on_applied: OnApplied | None = None) -> None:
         self.gateway = gateway
+        self.on_applied = on_applied
         self._expected = f"Bearer {token}".encode()
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
@@ -80,7 +86,7 @@ class AdminServer:
 
     async def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         if path == "/healthz":
-            return _json(200, {"status": "ok", "version": self.gateway.state.version})
+            return _json(200, {"status": "ok", "version": self.gateway.state.version, "pid": os.getpid()})
         given = headers.get("authorization", "").encode("latin-1")
         if not hmac.compare_digest(given, self._expected):
             return _json(401, {"error": "missing or invalid admin token"})
@@ -88,7 +94,8 @@ class AdminServer:
             if method == "PUT":
                 return await self._put_snapshot(body)
             if method == "GET":
-                return _json(200, {"version": self.gateway.state.version, "listeners": self.gateway.listener_ports()})
+                return _json(200, {"version": self.gateway.state.version, "listeners": self.gateway.listener_ports(),
+                                   "pid": os.getpid()})
             return _json(405, {"error": f"{method} not allowed on {path}"})
         if path == "/metrics":
             if method != "GET":
@@ -106,8 +113,11 @@ class AdminServer:
             ]
             return _json(400, {"error": "invalid snapshot", "details": errors})
         try:
-            return _json(200, await self.gateway.apply(snapshot))
+            result = await self.gateway.apply(snapshot)
         except StaleSnapshot as exc:
             return _json(409, {"error": str(exc), "version": exc.current})
         except OSError as exc:
             return _json(500, {"error": f"cannot bind a listener: {exc}"})
+        if self.on_applied is not None:
+            self.on_applied(body, result["listeners"])
+        return _json(200, {**result, "pid": os.getpid()})

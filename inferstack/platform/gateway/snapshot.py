@@ -11,7 +11,8 @@ NetworkType = Literal["public_gateway", "private_gateway", "clb"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Finite numbers only: a timeout of Infinity or a NaN weight must never reach the routing decisions.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Listener(_Model):

@@ -129,8 +129,9 @@ class PlatformClient:
     # --- transport -----------------------------------------------------------------------------------------------
 
     def request(self, method: str, path: str, *, body: Any = None, dry_run: bool = False,
-                if_match: str | None = None, params: dict[str, Any] | None = None) -> Any:
-        """One call; the JSON answer, or PlatformError."""
+                if_match: str | None = None, params: dict[str, Any] | None = None,
+                answers: tuple[int, ...] = ()) -> Any:
+        """One call; the JSON answer, or PlatformError (not for the error statuses in `answers`)."""
         headers = {"If-Match": f'"{if_match}"'} if if_match is not None else {}
         query = dict(params or {})
         if dry_run:
@@ -143,9 +144,13 @@ class PlatformClient:
             data = response.json()
         except ValueError:
             data = {"error": "http", "message": response.text}
-        if response.status_code >= 400:
+        if response.status_code >= 400 and response.status_code not in answers:
             raise PlatformError(response.status_code, data)
         return data
+
+    def health(self) -> dict[str, Any]:
+        """`GET /healthz`: its answer whether healthy (200) or not (503, naming the part that is down)."""
+        return self.request("GET", "/healthz", answers=(503,))
 
     # --- services, deployments, traffic --------------------------------------------------------------------------
 
