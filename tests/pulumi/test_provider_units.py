@@ -12,15 +12,14 @@ from pulumi.output import Unknown
 
 from inferstack.plan import diff_object
 from inferstack.targets.local import providers
+from inferstack.targets.local.convergence import ConvergenceError, wait_converged
 from inferstack.targets.local.pulumi_glue import (
     DEPLOYMENT,
     SERVICE,
     TRAFFIC,
-    ConvergenceError,
     diff_answer,
     inventory_kind,
     object_findings,
-    wait_converged,
     weights_without,
 )
 
