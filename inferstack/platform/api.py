@@ -69,9 +69,10 @@ def _context(request: Request) -> WriteContext:
         if_match = if_match.strip().removeprefix("W/").strip('"')
     dry = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
     if_none_match = request.headers.get("if-none-match")
-    if if_none_match is not None and if_none_match.strip() != "*":
-        raise ApiError(400, "bad_request", f"If-None-Match: {if_none_match!r} is not supported; send "
-                                           f"`If-None-Match: *` to create an object only if it does not exist")
+    if if_none_match is not None and (if_none_match.strip() != "*" or request.method != "PUT"):
+        raise ApiError(400, "bad_request", f"If-None-Match: {if_none_match!r} is not supported on {request.method}; "
+                                           f"send `If-None-Match: *` with a PUT to create an object only if it does "
+                                           f"not exist")
     ctx = WriteContext(dry_run=dry, if_match=if_match, create_only=if_none_match is not None)
     if _REQUEST_ID_RE.match(given):
         ctx.request_id = given

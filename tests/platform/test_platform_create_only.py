@@ -51,11 +51,15 @@ def test_create_only_over_an_existing_object_is_412_and_changes_nothing(client: 
     assert len(client.events("taken")) == events  # a refused write records nothing
 
 
-def test_if_none_match_other_than_star_is_refused(platform: PlatformProcess) -> None:
+def test_if_none_match_other_than_star_or_on_another_write_is_refused(platform: PlatformProcess) -> None:
     with platform.http() as http:
         answer = http.put("/v1/services/etag", json=service("etag"), headers={"If-None-Match": '"3"'})
         assert answer.status_code == 400 and "If-None-Match: *" in answer.json()["message"]
         assert http.get("/v1/services/etag").status_code == 404
+        http.put("/v1/services/etag", json=service("etag"))
+        answer = http.delete("/v1/services/etag", headers={"If-None-Match": "*"})
+        assert answer.status_code == 400 and "with a PUT" in answer.json()["message"]
+        assert http.get("/v1/services/etag").status_code == 200  # not deleted
 
 
 def test_the_openapi_document_states_the_create_only_header(platform: PlatformProcess) -> None:
