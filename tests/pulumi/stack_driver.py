@@ -74,6 +74,12 @@ class Stack:
             self.deployments.pop(dkey).destroy()
         return diffs
 
+    def destroy(self) -> None:
+        """`pulumi destroy`: dependents first — the traffic object, the deployments, the service."""
+        for res in [self.traffic, *self.deployments.values(), self.service]:
+            if res.id:
+                res.destroy()
+
 
 def configure(host: ProviderHost, platform: Platform, **extra: str) -> None:
     host.configure({"inferstack:platformUrl": platform.url,

@@ -52,8 +52,7 @@ def test_the_launcher_started_in_the_project_root_serves_the_provider_too(platfo
         assert all(d is not None and d.changes == DIFF_NONE for d in stack.up(spec).values())
         inputs = program_inputs(spec)
         assert stack.deployment("stable").check(inputs[("Deployment", "rooted/stable")]).failures == []
-        for res in [stack.traffic, *stack.deployments.values(), stack.service]:
-            res.destroy()
+        stack.destroy()
 
 
 def test_without_the_link_the_launcher_exits_as_the_issue_saw(tmp_path: Path):

@@ -109,8 +109,7 @@ def test_a_create_whose_readiness_wait_fails_leaves_nothing_behind_and_the_next_
         assert not stack.deployment("canary").id
         stack.up(good)  # the next up creates it afresh: nothing to adopt, nothing in the way
         assert client.get_deployment("orphan", "canary")["spec"]["image"] == {"preset": "inferstack/echo"}
-        for res in [stack.traffic, *stack.deployments.values(), stack.service]:
-            res.destroy()
+        stack.destroy()
 
 
 def _closed_port() -> int:
@@ -146,9 +145,7 @@ def test_a_refusal_names_the_users_own_deployment_not_the_platforms_index(host: 
     assert message.startswith("create deployment 'paths/canary': the platform refused it (HTTP 422)")
     assert "- error: deployment 'paths/canary' subnet: subnet 'subnet-b' is in zone 'zone-b'" in message
     assert "deployments[0]" not in message and "'paths/stable'" not in message and "Traceback" not in message
-    for res in [*stack.deployments.values(), stack.service]:
-        if res.id:
-            res.destroy()
+    stack.destroy()
 
 
 def test_read_by_id_alone_returns_the_live_object_as_outputs_and_inputs(host: ProviderHost, platform: Platform):
@@ -161,8 +158,7 @@ def test_read_by_id_alone_returns_the_live_object_as_outputs_and_inputs(host: Pr
                              inputs={"__provider": provider})
     assert id_ == "readme/stable" and outputs["service_key"] == "readme" and outputs["replicas"] == 1
     assert outputs["uid"] == platform.client().get_deployment("readme", "stable")["metadata"]["uid"]
-    for res in [stack.traffic, *stack.deployments.values(), stack.service]:
-        res.destroy()
+    stack.destroy()
 
 
 def test_the_engines_import_request_cannot_reach_a_dynamic_provider(host: ProviderHost):

@@ -120,8 +120,7 @@ def test_a_replaced_deployment_gets_its_weight_back_through_the_traffic_update(h
     assert client.get_traffic("again")["spec"]["weights"] == {"stable": 100.0, "canary": 0.0}
     assert stack.up(spec)["traffic"].changes == DIFF_SOME
     assert client.get_traffic("again")["spec"]["weights"] == {"stable": 70.0, "canary": 30.0}
-    for res in [stack.traffic, *stack.deployments.values(), stack.service]:
-        res.destroy()
+    stack.destroy()
 
 
 def test_destroy_deletes_deployments_in_parallel_without_dropping_a_request(host: ProviderHost, platform: Platform):

@@ -21,14 +21,16 @@ from stack_driver import Stack, configure, program_inputs, service_spec
 
 @pytest.fixture
 def host() -> Iterator[ProviderHost]:
-    with ProviderHost.subprocess() as made:
+    with ProviderHost.in_process() as made:
         yield made
 
 
-def _destroy(stack: Stack) -> None:
-    for res in [stack.traffic, *stack.deployments.values(), stack.service]:
-        if res.id:
-            res.destroy()
+@pytest.fixture(scope="module")
+def engine_host(platform: Platform) -> Iterator[ProviderHost]:
+    """The engine's own provider process: what it says on stderr is what the CLI shows as info."""
+    with ProviderHost.subprocess() as made:
+        configure(made, platform)
+        yield made
 
 
 def test_an_out_of_band_change_shows_in_the_next_diff_and_up_undoes_it(host: ProviderHost, platform: Platform):
@@ -51,7 +53,7 @@ def test_an_out_of_band_change_shows_in_the_next_diff_and_up_undoes_it(host: Pro
     assert client.get_traffic("drift")["spec"]["weights"] == {"stable": 90.0, "canary": 10.0}
     assert "description" not in client.get_service("drift")["spec"]
     assert all(d.changes == DIFF_NONE for d in stack.up(spec).values())
-    _destroy(stack)
+    stack.destroy()
 
 
 def test_a_failed_update_followed_by_a_revert_converges_the_platform_back(host: ProviderHost, platform: Platform):
@@ -73,7 +75,7 @@ def test_a_failed_update_followed_by_a_revert_converges_the_platform_back(host: 
     assert live["spec"]["image"] == {"preset": "inferstack/echo"}
     assert {c["type"]: c["status"] for c in live["status"]["conditions"]}["Ready"] == "True"
     assert all(d.changes == DIFF_NONE for d in stack.up(good).values())
-    _destroy(stack)
+    stack.destroy()
 
 
 def test_status_owned_and_platform_filled_values_never_drift(host: ProviderHost, platform: Platform):
@@ -93,7 +95,7 @@ def test_status_owned_and_platform_filled_values_never_drift(host: ProviderHost,
     assert live["metadata"]["generation"] == 3 and live["status"]["roles"]  # status counts the instances
     assert live["spec"]["priority"] == 5  # and the platform filled in the defaults the program left out
     assert all(d.changes == DIFF_NONE for d in stack.up(spec).values())
-    _destroy(stack)
+    stack.destroy()
 
 
 def test_weights_at_the_documented_precision_reach_the_platform_and_show(host: ProviderHost, platform: Platform):
@@ -112,7 +114,7 @@ def test_weights_at_the_documented_precision_reach_the_platform_and_show(host: P
     assert client.get_traffic("fine")["spec"]["weights"] == {"stable": 99.96, "canary": 0.04}
     below = service_spec("fine", {"stable": 99.964, "canary": 0.036})  # finer than the precision: the same split
     assert stack.traffic.diff(stack.traffic_inputs(program_inputs(below))).changes == DIFF_NONE
-    _destroy(stack)
+    stack.destroy()
 
 
 FLAT = {"name": "legacy", "resource_group": "rg-default", "vpc": "vpc-default", "ports": [8000],
@@ -128,9 +130,9 @@ def _listed(**default: object) -> dict:
                             {"name": "canary", **inline, "queue": "q-postpaid-a", "weight": 0}]}
 
 
-def test_the_legacy_conversion_shows_in_the_preview_and_redeploys_default_once(host: ProviderHost,
+def test_the_legacy_conversion_shows_in_the_preview_and_redeploys_default_once(engine_host: ProviderHost,
                                                                                 platform: Platform):
-    configure(host, platform)
+    host = engine_host
     client = platform.client()
     stack = Stack(host, "legacy")
     stack.up(FLAT)
@@ -151,11 +153,11 @@ def test_the_legacy_conversion_shows_in_the_preview_and_redeploys_default_once(h
     assert client.get_deployment("legacy", "default")["metadata"]["generation"] == 3
     assert client.get_deployment("legacy", "default")["status"]["redeploy_generation"] == 2
     assert host.stderr.read_text().count("legacy conversion") == said  # never again
-    _destroy(stack)
+    stack.destroy()
 
 
-def test_a_first_edit_of_default_is_the_conversion_too(host: ProviderHost, platform: Platform):
-    configure(host, platform)
+def test_a_first_edit_of_default_is_the_conversion_too(engine_host: ProviderHost, platform: Platform):
+    host = engine_host
     client = platform.client()
     stack = Stack(host, "edited")
     flat = {**FLAT, "name": "edited"}
@@ -166,7 +168,7 @@ def test_a_first_edit_of_default_is_the_conversion_too(host: ProviderHost, platf
     assert "redeploys Default (legacy conversion: first edit of Default)" in host.stderr.read_text()
     stack.up(edited)
     assert client.get_deployment("edited", "default")["status"]["redeploy_generation"] == 2
-    _destroy(stack)
+    stack.destroy()
 
 
 def test_a_replaced_deployment_shows_its_traffic_rewrite_in_the_preview(host: ProviderHost, platform: Platform):
@@ -182,4 +184,4 @@ def test_a_replaced_deployment_shows_its_traffic_rewrite_in_the_preview(host: Pr
     # ...while an updated one keeps its id: no traffic change of its own.
     updated = {**news, "deployment_uids": {**news["deployment_uids"], "canary": Unknown()}}
     assert stack.traffic.diff(updated).changes == DIFF_NONE
-    _destroy(stack)
+    stack.destroy()

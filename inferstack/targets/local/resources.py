@@ -11,7 +11,6 @@ import pulumi
 from pulumi import dynamic
 
 from .providers import DeploymentProvider, InventoryProvider, PlatformProvider, ServiceProvider, TrafficProvider
-from .pulumi_glue import DEPLOYMENT, SERVICE, TRAFFIC
 
 
 class _PlatformResource(dynamic.Resource):
@@ -71,16 +70,3 @@ INVENTORY_RESOURCES: dict[str, type[InventoryResource]] = {
         ("subnets", "Subnet"), ("security_groups", "SecurityGroup"), ("images", "Image"))
 }
 """The resource class of each inventory kind (field of `Inventory` → class)."""
-
-
-def type_token(cls: type[dynamic.Resource]) -> str:
-    """The type token the engine sees for a dynamic resource class."""
-    return f"pulumi-python:{cls._resource_type_name}"
-
-
-KIND_OF_TYPE: dict[str, str] = {
-    type_token(ServiceResource): SERVICE.name, type_token(DeploymentResource): DEPLOYMENT.name,
-    type_token(TrafficResource): TRAFFIC.name,
-    **{type_token(cls): f"inventory:{kind}" for kind, cls in INVENTORY_RESOURCES.items()},
-}
-"""Type token → object kind (`service`, `deployment`, `traffic`, `inventory:<kind>`)."""
