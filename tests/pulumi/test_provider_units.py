@@ -258,3 +258,11 @@ def test_inferstack_adopt_reads_a_list_or_a_string_of_api_paths(value, paths):
     from inferstack.targets.local.provider_errors import adopted_paths
 
     assert adopted_paths(value) == paths
+
+
+def test_a_live_object_this_version_cannot_read_falls_back_to_the_last_state(monkeypatch, capsys):
+    provider = providers.DeploymentProvider()
+    monkeypatch.setattr(provider, "live_for_diff", lambda obj, ids: {"spec": {**STABLE, "replicas": "many"}})
+    assert provider.diff("chat/stable", STABLE, dict(STABLE)).changes is False
+    assert provider.diff("chat/stable", STABLE, {**STABLE, "replicas": 3.0}).changes is True
+    assert "does not read as this version's spec" in capsys.readouterr().err

@@ -150,7 +150,13 @@ class PlatformProvider(dynamic.ResourceProvider):
         ids = self.ids(id_)
         obj = self.platform_object(*ids)
         live = self.live_for_diff(obj, ids)
-        base = olds if live is None or live is _GONE else live_base(self.kind, olds, live.get("spec") or {})
+        base = olds
+        if live is not None and live is not _GONE:
+            try:
+                base = live_base(self.kind, olds, live.get("spec") or {})
+            except ValueError as exc:  # pydantic: a live spec this version cannot read (a newer platform?)
+                note(f"{obj.label}: the live object does not read as this version's spec, so the preview compares "
+                     f"with the state Pulumi last recorded ({' '.join(str(exc).split())[:200]})")
         answer = diff_answer(self.kind, base, news, diff_object)
         changes = answer.changes
         if live is _GONE:
