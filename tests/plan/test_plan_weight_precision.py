@@ -48,7 +48,7 @@ def test_the_precision_is_documented_in_the_spec():
 
 def test_a_weight_shows_as_a_number_in_the_plan_text():
     plan = changed(_split(99.96, 0.04), before=_split(100, 0))
-    assert "weights[stable]: 100 → 99.96" in plan.to_text() and "weights[canary]: (none) → 0.04" in plan.to_text()
+    assert "weights[stable]: 100 → 99.96" in plan.to_text() and "weights[canary]: 0 → 0.04" in plan.to_text()
 
 
 def test_diff_object_applies_the_same_precision():
