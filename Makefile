@@ -6,7 +6,12 @@ PY := $(VENV)/bin/python
 
 .PHONY: install demo test bench lint clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed stacks/.venv
+
+# Pulumi starts dynamic providers in the program's folder (`main: stacks/`) and resolves `virtualenv: .venv` from
+# there: stacks/.venv is a link to the project's venv (committed; made again here if it is missing or dangling).
+stacks/.venv:
+	ln -sfn $(if $(filter /%,$(VENV)),$(VENV),../$(VENV)) $@
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -9,9 +9,15 @@ becomes Ready before the weights move, and in the same `up` a removed deployment
 first) before it is deleted (the engine deletes what left the program after all creates and updates). Kubernetes
 target: the children are the pulumi-kubernetes objects of `inferstack.targets.kubernetes.component`.
 
-Identity is keys, so the flat (legacy) form and the list form keeping key `default` give identical URNs. Renames of
-a type token or a parent must add `aliases` (a component's aliases flow down to its children), so that an upgrade
-never replaces what users run. Secret env values are Pulumi secrets in state and previews.
+Identity is keys, so the flat (legacy) form and the list form keeping key `default` give identical URNs. Moving a
+component under a new parent, or renaming its type token, must add `aliases` (the engine works out its children's
+aliases from the component's), so that an upgrade never replaces what users run:
+`pulumi.ResourceOptions(parent=team, aliases=[pulumi.Alias(parent=pulumi.ROOT_STACK_RESOURCE)])`. Secret env values
+are Pulumi secrets in state and previews.
+
+Both components register what the policy pack reads as outputs, the same on every target: `InferenceService` its
+`spec` (the service's data), the `inventory` its stack declares and `deploymentUrns`; `Inventory` its `inventory`
+and `objectUrns`. So the policies never key on one target's resource types.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any, Literal
 import pulumi
 
 from .spec import (
+    DEFAULT_KEY,
     UNKNOWN,
     Finding,
     Inventory,
@@ -52,30 +59,42 @@ class StackInventoryArgs:
     """The inventory objects a stack declares (only these are managed; others are referenced by name)."""
 
     inventory: Inventory | Mapping[str, Any]
+    target: Target = "local"
+    """On the local target each object is a platform resource; on kubernetes the objects only inform the render
+    (queues and zones become node affinity) and the policy pack."""
 
 
 class StackInventory(pulumi.ComponentResource):
-    """`inferstack:index:Inventory`: one platform resource per declared inventory object (VPCs, resource groups,
-    queues, compute specs, subnets, security groups, images), each depending on the objects it references."""
+    """`inferstack:index:Inventory`: the inventory a stack declares. On the local target: one platform resource per
+    declared object (VPCs, resource groups, queues, compute specs, subnets, security groups, images), each depending
+    on the objects it references. Its outputs (`inventory`, `objectUrns`) are what the policy pack reads."""
 
+    inventory: Inventory
     resources: dict[tuple[str, str], pulumi.Resource]
-    """(kind, name) → resource, e.g. ("queues", "q-a")."""
+    """(kind, name) → resource, e.g. ("queues", "q-a"); none on the kubernetes target."""
 
     def __init__(self, name: str, args: StackInventoryArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(INVENTORY_TYPE, name, None, opts)
         from .plan import INVENTORY_ORDER
-        from .targets.local.providers import INVENTORY_RESOURCES
+        from .targets.local.resources import INVENTORY_RESOURCES
 
         inventory = args.inventory if isinstance(args.inventory, Inventory) else \
             Inventory.model_validate(args.inventory)
+        self.inventory = inventory
         self.resources = {}
-        for kind in INVENTORY_ORDER:
-            for obj in getattr(inventory, kind):
-                deps = [self.resources[ref] for ref in _inventory_references(kind, obj) if ref in self.resources]
-                self.resources[(kind, obj.name)] = INVENTORY_RESOURCES[kind](
-                    obj.name, obj.to_data(),
-                    pulumi.ResourceOptions(parent=self, depends_on=deps, delete_before_replace=True))
-        self.register_outputs({"objects": sorted(f"{kind}/{name}" for kind, name in self.resources)})
+        if args.target == "local":
+            for kind in INVENTORY_ORDER:
+                for obj in getattr(inventory, kind):
+                    deps = [self.resources[ref] for ref in _inventory_references(kind, obj) if ref in self.resources]
+                    self.resources[(kind, obj.name)] = INVENTORY_RESOURCES[kind](
+                        obj.name, obj.to_data(),
+                        pulumi.ResourceOptions(parent=self, depends_on=deps, delete_before_replace=True))
+        self.register_outputs({
+            "objects": sorted(f"{kind}/{name}" for kind, name in self.resources),
+            # What the policy pack reads, the same on every target: the declared objects and their resources.
+            "inventory": inventory.to_data(),
+            "objectUrns": {f"{kind}/{name}": r.urn for (kind, name), r in self.resources.items()},
+        })
 
     def dependencies(self, refs: Sequence[tuple[str, str]]) -> list[pulumi.Resource]:
         """The resources among `refs` ((kind, name) pairs) that this stack declares."""
@@ -145,11 +164,16 @@ class InferenceService(pulumi.ComponentResource):
         else:
             self._local(model, data, args.inventory)
         self.deployment_keys = pulumi.Output.from_input(keys)
-        self.register_outputs({"gatewayUrl": self.gateway_url, "deploymentKeys": self.deployment_keys,
-                               "status": self.status})
+        self.register_outputs({
+            "gatewayUrl": self.gateway_url, "deploymentKeys": self.deployment_keys, "status": self.status,
+            # What the policy pack reads, the same on every target (policies never key on a target's types).
+            "target": args.target, "spec": data, "inventory": _declared(args).to_data(),
+            "deploymentUrns": {k[len("deployment:"):]: r.urn for k, r in self.children.items()
+                               if k.startswith("deployment:")},
+        })
 
     def _local(self, model: Service, data: dict[str, Any], inventory: StackInventory | None) -> None:
-        from .targets.local.providers import DeploymentResource, ServiceResource, TrafficResource
+        from .targets.local.resources import DeploymentResource, ServiceResource, TrafficResource
 
         key = model.key
         assert key is not None
@@ -166,8 +190,11 @@ class InferenceService(pulumi.ComponentResource):
                     ("security_groups", dep_model.security_group),
                     *(("compute_specs", r.compute_spec) for r in dep_model.effective_roles()),
                     *([("images", dep_model.image.preset)] if dep_model.image.preset else [])]
+            props = {"service_key": service.key, **dep_data}
+            if dkey == DEFAULT_KEY:  # the legacy rule needs to know whether this `up` adds a deployment
+                props["service_deployment_keys"] = model.deployment_keys()
             deployments[dkey] = DeploymentResource(
-                f"{key}/{dkey}", {"service_key": service.key, **dep_data},
+                f"{key}/{dkey}", props,
                 pulumi.ResourceOptions(parent=self, depends_on=[service, *inv(refs)], delete_before_replace=True,
                                        additional_secret_outputs=_secret_outputs(dep_data)))
             self.children[f"deployment:{dkey}"] = deployments[dkey]
@@ -175,6 +202,7 @@ class InferenceService(pulumi.ComponentResource):
             "service_key": service.key, **data["traffic"],
             "deployment_keys": [d.key for d in deployments.values()],
             "deployment_uids": {k: d.uid for k, d in deployments.items()},
+            "deployment_ids": {k: d.id for k, d in deployments.items()},
         }, pulumi.ResourceOptions(parent=self, depends_on=[service, *deployments.values()]))
         self.children["traffic"] = traffic
         self.gateway_url = service.gateway_url
@@ -187,9 +215,17 @@ class InferenceService(pulumi.ComponentResource):
             from .targets.kubernetes.component import register_service
         except ImportError as exc:  # pragma: no cover - the kubernetes target ships with the package
             raise pulumi.RunError(f"the kubernetes target is not available: {exc}") from exc
-        stack = args.stack or StackFile(target="kubernetes", services=[self.service])
+        stack = args.stack or StackFile(target="kubernetes", services=[self.service], inventory=_declared(args))
         for i, child in enumerate(register_service(self.service, stack, parent=self)):
             self.children[f"kubernetes:{i}"] = child
+
+
+def _declared(args: InferenceServiceArgs) -> Inventory:
+    """The inventory the service's stack declares (what the policy pack checks its references against, with the
+    platform's default inventory)."""
+    if args.inventory is not None:
+        return args.inventory.inventory
+    return args.stack.inventory if args.stack is not None else Inventory()
 
 
 def _secret_outputs(dep_data: Mapping[str, Any]) -> list[str]:
@@ -215,10 +251,11 @@ class StackResources:
 
 def deploy_stack(stack: StackFile, *, validate_services: bool = False,
                  opts: pulumi.ResourceOptions | None = None) -> StackResources:
-    """Register a validated stack: its declared inventory (local target) and one `InferenceService` per service."""
+    """Register a validated stack: its declared inventory (platform objects on the local target) and one
+    `InferenceService` per service."""
     out = StackResources()
-    if stack.target == "local" and any(getattr(stack.inventory, k) for k in Inventory.KINDS):
-        out.inventory = StackInventory("inventory", StackInventoryArgs(stack.inventory), opts)
+    if any(getattr(stack.inventory, k) for k in Inventory.KINDS):
+        out.inventory = StackInventory("inventory", StackInventoryArgs(stack.inventory, stack.target), opts)
     if stack.target == "kubernetes" and stack.kubernetes is not None and stack.kubernetes.cluster_bootstrap:
         out.cluster = _cluster_objects(stack, opts)
     known = default_inventory().merged(stack.inventory)

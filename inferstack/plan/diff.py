@@ -14,7 +14,6 @@ from typing import Any
 
 from inferstack.spec import (
     DEFAULT_KEY,
-    DEFAULT_NAME,
     ComputeSpec,
     Deployment,
     Inventory,
@@ -32,10 +31,13 @@ from inferstack.spec import (
 
 from .cost import plan_cost
 from .kubernetes import kubernetes_warnings
+from .legacy import conversion_trigger, legacy_shape
+from .legacy import reason as legacy_reason
 from .model import Change, Kind, Plan, PlanContext, PropertyChange, RoleImpact
 from .normalise import (
     SERVICE_FIELDS,
     Keyed,
+    Share,
     deployment_data,
     inventory_data,
     key_of_deployment,
@@ -78,6 +80,8 @@ def _walk(old: dict[str, Any], new: dict[str, Any], parts: tuple[str, ...], path
         o, n = old.get(k, _MISSING), new.get(k, _MISSING)
         if _absent(o) and _absent(n) or (o is not _MISSING and n is not _MISSING and o == n):
             continue
+        if isinstance(o, Share) and n is _MISSING and o == 0 or isinstance(n, Share) and o is _MISSING and n == 0:
+            continue  # a share below the weight precision is no share
         sub = f"{path}[{k}]" if keyed else (f"{path}.{k}" if path else k)
         if isinstance(o, dict) and isinstance(n, dict):
             _walk(o, n, (*parts, k), sub, out)
@@ -134,63 +138,38 @@ def _traffic_side(traffic: Traffic | None, keys: Iterable[str]) -> Side | None:
 
 # --- the legacy (flat) form ------------------------------------------------------------------------------------
 
-@dataclass
-class Legacy:
-    """Where a legacy service stands: converted before this change, or converted by it (first added deployment)."""
-
-    converted: bool = False
-    converting_by: str | None = None
-
-    @property
-    def involved(self) -> bool:
-        return self.converted or self.converting_by is not None
-
-    def reasons(self, properties: list[PropertyChange]) -> list[str]:
-        """Extra redeploy reasons of `Default`: any edit once converted; the conversion itself."""
-        out = [p.path for p in properties] if self.converted else []
-        if self.converting_by:
-            out.append(f"conversion: first added deployment '{self.converting_by}'")
-        return out
-
-
-def _legacy(old: Service | None, new: Service, context: PlanContext) -> Legacy:
-    if key_of_service(new) in context.converted:
-        return Legacy(converted=True)
-    if old is None or new.deployment(DEFAULT_KEY) is None:
-        return Legacy()
-    old_keys = [key_of_deployment(d) for d in old.deployments]
-    # The flat form, or the list form it was switched to (no change by itself): `default` / `Default` alone.
-    legacy = old.legacy_form or (old_keys == [DEFAULT_KEY] and old.deployments[0].name == DEFAULT_NAME)
-    added = [k for k in new.deployment_keys() if k not in old_keys]
-    return Legacy(converting_by=added[0] if legacy and DEFAULT_KEY in old_keys and added else None)
+def _pending_conversion(old: Service | None, new: Service, context: PlanContext) -> bool:
+    """Whether `old` is a legacy service not converted yet (the offline plan, without a context, assumes so)."""
+    if old is None or key_of_service(new) in context.converted:
+        return False
+    return legacy_shape(old.legacy_form, [(key_of_deployment(d), d.name) for d in old.deployments])
 
 
 # --- deployments -----------------------------------------------------------------------------------------------
 
 def _with_rollout(change: Change | None, old: Deployment, new: Deployment, context: PlanContext, svc: str,
-                  legacy: Legacy) -> Change | None:
+                  legacy_trigger: str | None = None) -> Change | None:
     """Attach the redeploying roles to an update of `old` into `new` (creating the change when only the legacy
     conversion redeploys `Default`), with a warning for each role that may go fully down."""
     dkey = key_of_deployment(new)
-    legacy_default = dkey == DEFAULT_KEY and legacy.involved
-    if change is None and not legacy_default:
+    if change is None and not legacy_trigger:
         return None
     properties = change.properties if change else []
     old_roles, new_roles = roles_by_name(old), roles_by_name(new)
     reasons = redeploy_reasons(properties, set(old_roles), list(new_roles), context.target or "local")
-    extra = legacy.reasons(properties) if legacy_default else []
-    if extra:
+    if legacy_trigger:
         for role in new_roles:
             if role in old_roles:
-                reasons[role] = list(dict.fromkeys([*reasons.get(role, []), *extra]))
+                reasons[role] = list(dict.fromkeys([*reasons.get(role, []), legacy_reason(legacy_trigger)]))
     if not reasons:
         return change
     if change is None:
         change = Change(kind="deployment", id=f"{svc}/{dkey}", key=dkey, service=svc, action="update",
                         old=new.to_public(), new=new.to_public(), target=_deployment_side(new))
+    change.legacy_conversion = legacy_trigger
     change.redeploy = impacts(reasons, old, new, context, svc, dkey)
     for impact in change.redeploy:
-        warning = full_outage_warning(change.id, impact, new_roles[impact.role], legacy_default)
+        warning = full_outage_warning(change.id, impact, new_roles[impact.role], legacy_trigger is not None)
         if warning:
             change.warnings.append(warning)
     return change
@@ -228,7 +207,7 @@ def _service_changes(old: Service | None, new: Service, context: PlanContext) ->
     if head and forced_by:
         head.warnings.append(f"service {key} is replaced ({', '.join(head.replace_paths)} changes): its "
                              f"deployments are deleted and created again, and it serves nothing in between")
-    legacy = _legacy(old, new, context)
+    pending = _pending_conversion(old, new, context)
     settable = _accept_traffic_settable(new)  # both sides compared as the deployment must be under the new service
     old_deps = {key_of_deployment(d): d for d in old.deployments} if old else {}
     changes = [head] if head else []
@@ -241,7 +220,9 @@ def _service_changes(old: Service | None, new: Service, context: PlanContext) ->
         change = object_change("deployment", f"{key}/{dkey}", dkey, key, _deployment_side(before, settable),
                                _deployment_side(dep, settable), _public)
         if before is not None:
-            change = _with_rollout(change, before, dep, context, key, legacy)
+            trigger = conversion_trigger(list(old_deps), new.deployment_keys(), change is not None) \
+                if pending and dkey == DEFAULT_KEY else None
+            change = _with_rollout(change, before, dep, context, key, trigger)
         if change:
             changes.append(change)
     keys = new.deployment_keys()  # both sides normalised over the deployments as they will be
@@ -325,12 +306,14 @@ def diff(old: StackFile | None, new: StackFile | None, context: PlanContext | No
 
 def diff_object(kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None,
                 context: PlanContext | None = None, *, deployment_keys: Iterable[str] | None = None,
-                service_key: str | None = None) -> Change | None:
+                service_key: str | None = None, legacy_conversion: str | None = None) -> Change | None:
     """The change of one object given as plain data (`Model.to_data()`), or None when nothing changes.
 
     `kind`: `service` (its own fields; `deployments`, `traffic` and `legacy_form` are ignored), `deployment`,
     `traffic` (weights normalised over `deployment_keys`) or `inventory:<kind>` (e.g. `inventory:queues`).
-    `service_key`: the service a deployment or traffic object belongs to (ids, live replicas, legacy conversion).
+    `service_key`: the service a deployment or traffic object belongs to (ids, live replicas).
+    `legacy_conversion`: for `Default` of a legacy service this change converts, why (`legacy.conversion_trigger`):
+    it then redeploys once whatever changed.
     Raises pydantic's ValidationError when the data is not a valid object."""
     context = context or PlanContext()
     if kind == "service":
@@ -346,8 +329,7 @@ def diff_object(kind: str, old: dict[str, Any] | None, new: dict[str, Any] | Non
                                _public)
         if od is None or nd is None or (change is not None and change.action == "replace"):
             return change
-        legacy = Legacy(converted=service_key is not None and service_key in context.converted)
-        return _with_rollout(change, od, nd, context, service_key or "", legacy)
+        return _with_rollout(change, od, nd, context, service_key or "", legacy_conversion)
     if kind == "traffic":
         ot, nt = (Traffic.model_validate(d) if d is not None else None for d in (old, new))
         keys = list(deployment_keys) if deployment_keys is not None else \

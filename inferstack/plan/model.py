@@ -23,7 +23,8 @@ class PlanContext:
     current_replicas: dict[tuple[str, str, str], int] = field(default_factory=dict)
     """(service key, deployment key, role name) -> live instance count."""
     converted: set[str] = field(default_factory=set)
-    """Keys of legacy (flat) services the platform has already converted (they got a first added deployment)."""
+    """Keys of legacy (flat) services the platform has already converted: their `Default` follows the usual rules.
+    A service in the legacy shape not named here is not converted yet (see `inferstack.plan.legacy`)."""
     target: Literal["local", "kubernetes"] | None = None
     """Where the change converges, which decides what replaces instances (rollout.py); None: the new stack's
     `target`. The embedded platform plans for `local` whatever a stack file says."""
@@ -86,6 +87,9 @@ class Change:
     """The object's own identity: inventory name, service key or deployment key (`traffic` for traffic)."""
     warnings: list[str] = field(default_factory=list)
     """What a person should know before applying this change (also in `Plan.warnings`)."""
+    legacy_conversion: str | None = None
+    """For `Default` of a legacy service this change converts: why (`first added deployment 'canary'`, `first edit
+    of Default`). It redeploys once, whatever changed; the platform records the service as converted."""
     target: Any = field(default=None, repr=False, compare=False)
     """The desired object (model and normalised data) for `apply_plan`. Never rendered: it may hold secrets."""
 
@@ -104,6 +108,7 @@ class Change:
             "replace_paths": list(self.replace_paths),
             "redeploy": [r.to_dict() for r in self.redeploy],
             "old": self.old, "new": self.new, "warnings": list(self.warnings),
+            "legacy_conversion": self.legacy_conversion,
         }
 
 

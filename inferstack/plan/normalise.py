@@ -1,7 +1,7 @@
 """Normalised data of each object, so that equal meaning compares equal.
 
-Defaults are filled (the spec's dump includes them), numbers compare by value (30.0 is 30), weights compare as shares
-(33.33/33.33/33.34 is thirds), replicas under autoscaling are dropped (they only set the starting count), a multi-role
+Defaults are filled (the spec's dump includes them), numbers compare by value (30.0 is 30), weights compare as percent
+shares at the spec's `WEIGHT_PRECISION` (`Share`: 33.33/33.33/33.34 is thirds, 99.96/0.04 is not 100/0), replicas under autoscaling are dropped (they only set the starting count), a multi-role
 deployment's env is merged into each role (what the instances see), and lists whose items have an identity become
 maps (`Keyed`: env by name, mounts by path, roles by name, queue capacity by spec), so that a path names the item and
 order does not matter. Secret values are wrapped in `Secret`: equal by value, never rendered.
@@ -14,7 +14,7 @@ import hmac
 from collections.abc import Iterable
 from typing import Any
 
-from inferstack.spec import SECRET_MASK, Deployment, Model, Service, Traffic
+from inferstack.spec import SECRET_MASK, WEIGHT_PRECISION, Deployment, Model, Service, Traffic
 
 REVEAL = {"reveal_secrets": True}
 SERVICE_FIELDS = ("name", "key", "description", "resource_group", "vpc", "network_type", "ports")
@@ -43,6 +43,27 @@ class Secret:
         return self._value
 
 
+class Share(float):
+    """A deployment's share of a weighted split, in percent. Two shares are equal when they differ by less than
+    `WEIGHT_PRECISION` (0.01 points): a change of that size or more always shows. An absent share is 0."""
+
+    __slots__ = ()
+    _TOLERANCE = WEIGHT_PRECISION - 1e-9  # 50.01 - 50.0 is 0.010000000000005; 0.01 computed may be 0.00999999999
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (int, float)):
+            return False
+        return abs(float(self) - float(other)) < self._TOLERANCE
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(numbers(round(float(self), 6)))
+
+
 class Keyed(dict):
     """A list made a map by each item's identity; a path shows its keys in brackets (`env[API_KEY]`)."""
 
@@ -59,9 +80,11 @@ def numbers(value: Any) -> Any:
 
 
 def public(value: Any) -> Any:
-    """Plain JSON-able data with secrets masked."""
+    """Plain JSON-able data with secrets masked and shares as plain numbers (4 places: finer than the precision)."""
     if isinstance(value, Secret):
         return SECRET_MASK
+    if isinstance(value, Share):
+        return numbers(round(float(value), 4))
     if isinstance(value, dict):
         return {k: public(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -149,15 +172,15 @@ def _env_input(env: dict[str, Any]) -> list[dict[str, Any]]:
 # --- traffic ---------------------------------------------------------------------------------------------------
 
 def traffic_data(traffic: Traffic, keys: Iterable[str]) -> dict[str, Any]:
-    """The traffic object with weights as percent shares. A zero share of a deployment in `keys` (the service's
-    deployments as they will be) means the same as no entry and is dropped; an entry for anything else is kept, so
-    that a weight left behind by a deleted deployment is removed from the traffic object."""
+    """The traffic object with the weights of `keys` (the service's deployments as they will be) as `Share`s. A zero
+    share means the same as no entry and is dropped; an entry for anything else is kept as written, so that a weight
+    left behind by a deleted deployment is removed from the traffic object."""
     data = numbers(traffic.model_dump(mode="json", exclude_none=True))
     if traffic.strategy == "weighted":
         deployments = list(keys)
         shares = traffic.normalised_weights(list(dict.fromkeys([*deployments, *traffic.weights])))
-        data["weights"] = Keyed((k, numbers(round(s * 100, 1))) for k, s in shares.items()
-                                if s > 0 or k not in deployments)
+        data["weights"] = Keyed((k, Share(s) if k in deployments else numbers(round(s, 6)))
+                                for k, s in shares.items() if s > 0 or k not in deployments)
     else:
         data["weights"] = Keyed(data.get("weights", {}))
     return data

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from inferstack.spec import STANDARD_ROLE
 
+from .legacy import REASON as LEGACY_REASON
+
 if TYPE_CHECKING:
     from .model import Change, Cost, CostLine, Plan
 
@@ -57,6 +59,9 @@ def _change_lines(change: Change) -> list[str]:
     weights = change.kind == "traffic"
     out.extend(f"      {p.path}: {_value(p.old, weights and p.path.startswith('weights['))} → "
                f"{_value(p.new, weights and p.path.startswith('weights['))}" for p in change.properties)
+    if change.legacy_conversion:
+        out.append(f"      redeploys Default ({LEGACY_REASON}: {change.legacy_conversion}); later edits follow the "
+                   f"usual rules")
     for r in change.redeploy:
         out.append(f"      redeploys role {r.role} ({', '.join(r.reasons)}): {r.replicas} instance(s), up to {r.dip} "
                    f"unavailable and {r.surge} extra at once")

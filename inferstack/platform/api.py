@@ -68,7 +68,12 @@ def _context(request: Request) -> WriteContext:
     if if_match is not None:
         if_match = if_match.strip().removeprefix("W/").strip('"')
     dry = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
-    ctx = WriteContext(dry_run=dry, if_match=if_match)
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None and (if_none_match.strip() != "*" or request.method != "PUT"):
+        raise ApiError(400, "bad_request", f"If-None-Match: {if_none_match!r} is not supported on {request.method}; "
+                                           f"send `If-None-Match: *` with a PUT to create an object only if it does "
+                                           f"not exist")
+    ctx = WriteContext(dry_run=dry, if_match=if_match, create_only=if_none_match is not None)
     if _REQUEST_ID_RE.match(given):
         ctx.request_id = given
     return ctx
@@ -246,6 +251,8 @@ _ERRORS = {
     "401": "No or a wrong bearer token.",
     "404": "The object (or its service) does not exist.",
     "409": "`conflict`: If-Match names a stale resource_version, or a deployment still takes traffic.",
+    "412": "`exists`: If-None-Match: * and the object already exists (its uid and resource_version are in the "
+           "body). Nothing is written.",
     "422": "`invalid`: the change breaks rules; `findings` lists each with rule, path, value, message, severity. "
            "Nothing is stored.",
 }
@@ -307,10 +314,13 @@ def openapi_document() -> dict[str, Any]:
             if path != "/v1/apply":
                 params.append({"name": "If-Match", "in": "header", "schema": {"type": "string"},
                                "description": "The resource_version you read; a stale one gets 409."})
+            if method == "put":
+                params.append({"name": "If-None-Match", "in": "header", "schema": {"const": "*"},
+                               "description": "`*`: create only; an object that exists gets 412."})
         responses: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": ok}}}}
         if created:
             responses["201"] = {"description": "Created", "content": {"application/json": {"schema": ok}}}
-        for code in ("401", "404") + (("400", "409", "422") if write else ()):
+        for code in ("401", "404") + (("400", "409", "422") if write else ()) + (("412",) if method == "put" else ()):
             responses[code] = {"description": _ERRORS[code],
                                "content": {"application/json": {"schema": ref("Error")}}}
         entry: dict[str, Any] = {"summary": summary, "parameters": params, "responses": responses}

@@ -24,7 +24,6 @@ from starlette.routing import Route
 
 from inferstack.plan import Plan, PlanContext, diff
 from inferstack.spec import (
-    DEFAULT_KEY,
     Deployment,
     Finding,
     Inventory,
@@ -104,15 +103,25 @@ def _check_version(row: Row | None, if_match: str | None, what: str) -> None:
                                         f"it changed since you read it; read it again and retry",
                        resource_version=str(row.resource_version))
 
+def _check_absent(row: Row | None, ctx: WriteContext, what: str) -> None:
+    """`If-None-Match: *`: the write may only create; an object that exists is left exactly as it is (412)."""
+    if ctx.create_only and row is not None:
+        raise ApiError(412, "exists", f"{what} already exists (uid {row.uid}, created {row.created_at}); "
+                                      f"If-None-Match: * only creates, so nothing was written",
+                       uid=row.uid, resource_version=str(row.resource_version))
+
 # --- the platform ------------------------------------------------------------------------------------------------
 
 @dataclass
 class WriteContext:
-    """What a request says about its write: its id (in events), dry run, and the If-Match precondition."""
+    """What a request says about its write: its id (in events), dry run, and its preconditions (If-Match,
+    If-None-Match: *)."""
 
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     dry_run: bool = False
     if_match: str | None = None
+    create_only: bool = False
+    """`If-None-Match: *`: refuse (412) to write an object that already exists."""
 
 
 @dataclass
@@ -131,6 +140,7 @@ class _RowOp:
     parent: str
     action: str  # create | update | replace | delete | redeploy (same spec, new generation) | convert
     spec: dict[str, Any] | None = None
+    legacy_redeploy: bool = False  # the legacy conversion redeploys `Default` at this write (`plan.legacy`)
 
     @property
     def path(self) -> str:
@@ -191,6 +201,7 @@ class Platform:
         with self.store.locked():
             row = self.store.get(SERVICE, key)
             _check_version(row, ctx.if_match, f"services/{key}")
+            _check_absent(row, ctx, f"services/{key}")
             data = _require_object(body, "services[0]")
             problems = []
             for k in data:
@@ -227,6 +238,7 @@ class Platform:
             self.require_service(svc)
             row = self.store.get(DEPLOYMENT, key, svc)
             _check_version(row, ctx.if_match, object_path(DEPLOYMENT, key, svc))
+            _check_absent(row, ctx, object_path(DEPLOYMENT, key, svc))
             path = "services[0].deployments[0]"
             data = _require_object(body, path)
             data.setdefault("key", key)
@@ -284,6 +296,7 @@ class Platform:
             self.require_service(svc)
             row = self.store.get(TRAFFIC, svc, svc)
             _check_version(row, ctx.if_match, f"services/{svc}/traffic")
+            _check_absent(row, ctx, f"services/{svc}/traffic")
             data = _require_object(body, "services[0].traffic")
             traffic, problems = parse(Traffic, data, "services[0].traffic")
             if traffic is None:
@@ -299,6 +312,7 @@ class Platform:
         with self.store.locked():
             row = self.store.get(kind.field, name)
             _check_version(row, ctx.if_match, f"{url_kind}/{name}")
+            _check_absent(row, ctx, f"{url_kind}/{name}")
             path = f"inventory.{kind.field}[0]"
             data = _require_object(body, path)
             data.setdefault("name", name)
@@ -455,6 +469,7 @@ def _row_ops(plan: Plan, old: State, new: State, services: list[str],
     """The rows to write: exactly the plan's changes, plus the platform's own bookkeeping (a deleted service's
     traffic object, the legacy conversion flag, weights of deployments added or removed one at a time)."""
     ops: list[_RowOp] = []
+    converting: list[str] = []
     for c in plan.changes:
         if c.kind == "inventory":
             kind = c.id.split("/", 1)[0]
@@ -469,7 +484,10 @@ def _row_ops(plan: Plan, old: State, new: State, services: list[str],
             spec = new.services[svc].deployments[c.key] if c.action != "delete" else None
             # An update that changes nothing is the legacy conversion redeploying `Default`: a new generation.
             same = c.action == "update" and spec == old.services[svc].deployments.get(c.key)
-            ops.append(_RowOp(DEPLOYMENT, c.key, svc, "redeploy" if same else c.action, spec))
+            ops.append(_RowOp(DEPLOYMENT, c.key, svc, "redeploy" if same else c.action, spec,
+                              legacy_redeploy=c.legacy_conversion is not None))
+            if c.legacy_conversion is not None and svc in new.services:
+                converting.append(svc)
         elif c.kind == "traffic":
             svc = c.service or ""
             ops.append(_RowOp(TRAFFIC, svc, svc, c.action, new.services[svc].traffic))
@@ -479,13 +497,9 @@ def _row_ops(plan: Plan, old: State, new: State, services: list[str],
         before, after = old.services[svc].traffic, new.services[svc].traffic
         if before != after:
             ops.append(_RowOp(TRAFFIC, svc, svc, "update", after))
-    for key in services:
-        was, now_ = old.services.get(key), new.services.get(key)
-        if was is None or now_ is None or not was.is_legacy() or DEFAULT_KEY not in was.deployments:
-            continue
-        if any(k not in was.deployments for k in now_.deployments):
-            now_.converted = True
-            ops.append(_RowOp(SERVICE, key, "", "convert"))
+    for key in converting:  # the plan's legacy conversions: recorded once, so `Default` redeploys only then
+        new.services[key].converted = True
+        ops.append(_RowOp(SERVICE, key, "", "convert"))
     return ops
 
 
@@ -510,15 +524,13 @@ def _run(tx: Tx, op: _RowOp, new: State) -> None:
                 tx.delete(op.kind, op.key, op.parent)
         row = tx.put(op.kind, op.key, op.spec, parent=op.parent, status=status,
                      bump_generation=op.action == "redeploy", action=op.action)
-        if op.kind == DEPLOYMENT and _redeploys_default(op, new):
+        if op.kind == DEPLOYMENT and _redeploys_default(op):
             # The reconciler rolls `Default` out again at this generation even where the template is unchanged.
             tx.patch_status(DEPLOYMENT, op.key, {"redeploy_generation": row.generation}, parent=op.parent,
                             action=None)
 
 
-def _redeploys_default(op: _RowOp, new: State) -> bool:
-    """The legacy rule: the conversion, or any edit of `Default` in a converted service, redeploys `Default`."""
-    if op.action == "redeploy":
-        return True
-    svc = new.services.get(op.parent)
-    return op.action == "update" and op.key == DEFAULT_KEY and svc is not None and svc.converted
+def _redeploys_default(op: _RowOp) -> bool:
+    """The legacy rule (`inferstack.plan.legacy`): the conversion — the first added deployment or the first edit of
+    `Default`, whichever comes first — redeploys `Default` once; afterwards it follows the usual rules."""
+    return op.legacy_redeploy

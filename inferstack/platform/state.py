@@ -12,8 +12,6 @@ from typing import Any
 from pydantic import SecretStr
 
 from inferstack.spec import (
-    DEFAULT_KEY,
-    DEFAULT_NAME,
     RULES,
     SECRET_MASK,
     Deployment,
@@ -48,14 +46,6 @@ class ServiceState:
     def data(self) -> dict[str, Any]:
         """Input of `Service` (secrets revealed)."""
         return {**self.fields, "deployments": list(self.deployments.values()), "traffic": self.traffic}
-
-    def is_legacy(self) -> bool:
-        """Flat form not yet converted: the one `default` / `Default` deployment (the plan's rule too)."""
-        if self.converted:
-            return False
-        only_default = list(self.deployments) == [DEFAULT_KEY] and \
-            self.deployments[DEFAULT_KEY].get("name") == DEFAULT_NAME
-        return bool(self.fields.get("legacy_form")) or only_default
 
 
 def split_service(svc: Service) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:

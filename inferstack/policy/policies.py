@@ -1,9 +1,11 @@
-"""Policies built from `inferstack.spec.RULES`: the stack's services, deployments, traffic objects and declared
-inventory are put back together from their resources and checked with `inferstack.spec.validate`, all rules at once;
-each policy reports the findings of its own rule on the resource the finding's path names.
+"""Policies built from `inferstack.spec.RULES`: the stack's services and declared inventory are read from what the
+`InferenceService` and `Inventory` components register as their outputs (`spec`, `inventory`), checked with
+`inferstack.spec.validate`, all rules at once; each policy reports the findings of its own rule on the resource the
+finding's path names (a deployment's own resource where the target has one, else its service's component).
 
-References outside the stack's inventory and the platform's default inventory are deferred (the platform checks them
-on apply), never violations; values not known yet (preview) likewise."""
+The components are the same on every target, so the same rules run on the local and the kubernetes target: no policy
+keys on one target's resource types. References outside the stack's inventory and the platform's default inventory
+are deferred (the platform checks them on apply), never violations; values not known yet (preview) likewise."""
 
 from __future__ import annotations
 
@@ -23,22 +25,13 @@ from pulumi_policy import (
     proxy,
 )
 
+from ..components import INVENTORY_TYPE, SERVICE_TYPE
 from ..spec import RULES, Finding, Inventory, Severity, default_inventory, validate
 from ..spec.validate import parse
-from ..targets.local.providers import KIND_OF_TYPE
-from ..targets.local.pulumi_glue import (
-    DEPLOYMENT,
-    SERVICE,
-    TRAFFIC,
-    covers,
-    inventory_kind,
-    is_unknown,
-    unknown_paths,
-    with_unknowns_as_sentinel,
-)
+from ..targets.local.pulumi_glue import covers, is_unknown, unknown_paths, with_unknowns_as_sentinel
 
-STACK_TYPES = frozenset(KIND_OF_TYPE)
-"""The resource types the policies read."""
+STACK_TYPES = frozenset({SERVICE_TYPE, INVENTORY_TYPE})
+"""The resource types the policies read: the components, whatever the target."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +64,8 @@ def plain(value: Any) -> Any:
 
 
 def stack_violations(resources: Sequence[Any]) -> list[Violation]:
-    """Every error and warning of the spec over the stack's inferstack resources (objects with `resource_type`,
-    `props`, `urn`), each on the resource its path names."""
+    """Every error and warning of the spec over the stack's components (objects with `resource_type`, `props`,
+    `urn`), each on the resource its path names."""
     picked = [(r.resource_type, plain(r.props), r.urn) for r in resources if r.resource_type in STACK_TYPES]
     if not picked:
         return []
@@ -84,47 +77,44 @@ def stack_violations(resources: Sequence[Any]) -> list[Violation]:
 def _violations(key: str) -> tuple[Violation, ...]:
     """One validation per stack state, shared by every rule's policy."""
     resources = json.loads(key)
-    services: dict[str, dict[str, Any]] = {}
-    urns: dict[str, str] = {}
-    deployments: dict[str, list[tuple[dict[str, Any], str]]] = {}
-    traffic: dict[str, tuple[dict[str, Any], str]] = {}
-    inventory: dict[str, list[tuple[dict[str, Any], str]]] = {}
+    services: list[Any] = []
+    paths: dict[str, str] = {}
+    declared: dict[str, dict[str, Any]] = {kind: {} for kind in Inventory.KINDS}
+    owners: dict[str, str] = {}  # "kind/name" → URN of the resource (or component) that declares it
     for type_, props, urn in resources:
-        kind = KIND_OF_TYPE[type_]
-        if kind == SERVICE.name:
-            services[props.get("key")] = SERVICE.spec(props)
-            urns[props.get("key")] = urn
-        elif kind == DEPLOYMENT.name:
-            deployments.setdefault(props.get("service_key"), []).append((DEPLOYMENT.spec(props), urn))
-        elif kind == TRAFFIC.name:
-            traffic[props.get("service_key")] = (TRAFFIC.spec(props), urn)
-        else:
-            inv = inventory_kind(kind.removeprefix("inventory:"))
-            inventory.setdefault(inv.inventory_kind or "", []).append((inv.spec(props), urn))
-    stack_services, paths = [], {}
-    for i, (key_, fields) in enumerate(services.items()):
-        deps = deployments.get(key_, [])
-        data = {**fields, "deployments": [d for d, _ in deps]}
-        paths[f"services[{i}]"] = urns[key_]
-        for j, (_, urn) in enumerate(deps):
-            paths[f"services[{i}].deployments[{j}]"] = urn
-        if key_ in traffic:
-            data["traffic"] = traffic[key_][0]
-            paths[f"services[{i}].traffic"] = traffic[key_][1]
-        stack_services.append(data)
-    declared, problems = parse(Inventory, {kind: [o for o, _ in objs] for kind, objs in inventory.items()},
-                               "inventory")
-    known = default_inventory().merged(declared or Inventory())
-    for kind, objs in inventory.items():
-        index = {obj.name: i for i, obj in enumerate(getattr(known, kind))}  # paths index the merged inventory
-        for obj, urn in objs:
-            if obj.get("name") in index:
-                paths[f"inventory.{kind}[{index[obj['name']]}]"] = urn
+        props = props if isinstance(props, Mapping) else {}
+        for kind, objs in _mapping(props.get("inventory")).items():
+            for obj in objs if kind in declared and isinstance(objs, list) else []:
+                name = obj.get("name") if isinstance(obj, Mapping) else None
+                if isinstance(name, str) and name not in declared[kind]:
+                    declared[kind][name] = obj
+                    owners[f"{kind}/{name}"] = urn
+        if type_ == INVENTORY_TYPE:
+            owners.update({k: v for k, v in _mapping(props.get("objectUrns")).items() if isinstance(v, str)})
+        elif isinstance(props.get("spec"), Mapping):
+            i = len(services)
+            services.append(props["spec"])
+            paths[f"services[{i}]"] = urn
+            urns = _mapping(props.get("deploymentUrns"))
+            for j, dep in enumerate(props["spec"].get("deployments") or []):
+                dkey = dep.get("key") if isinstance(dep, Mapping) else None
+                paths[f"services[{i}].deployments[{j}]"] = urns.get(dkey) if isinstance(urns.get(dkey), str) else urn
+    declared_inventory, problems = parse(Inventory, {k: list(v.values()) for k, v in declared.items() if v},
+                                         "inventory")
+    known = default_inventory().merged(declared_inventory or Inventory())
+    for kind in Inventory.KINDS:
+        for idx, obj in enumerate(getattr(known, kind)):  # paths index the merged inventory
+            if f"{kind}/{obj.name}" in owners and obj.name in declared[kind]:
+                paths[f"inventory.{kind}[{idx}]"] = owners[f"{kind}/{obj.name}"]
     # A finding about a value not known yet (preview) is a rule that runs later: the providers' check, the platform.
-    unknown = [f"services{p}" for p in unknown_paths(stack_services)]
-    report = validate(with_unknowns_as_sentinel(stack_services), known, partial_inventory=True, check_inventory=True)
+    unknown = [f"services{p}" for p in unknown_paths(services)]
+    report = validate(with_unknowns_as_sentinel(services), known, partial_inventory=True, check_inventory=True)
     return tuple(Violation(f.rule, _urn_of(f.path, paths), _message(f)) for f in problems + report.findings
                  if f.severity is not Severity.DEFERRED and not any(covers(u, f.path) for u in unknown))
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _urn_of(path: str, paths: dict[str, str]) -> str | None:

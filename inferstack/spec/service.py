@@ -47,6 +47,10 @@ Metric = Literal["qps", "cpu", "gpu", "in_flight", "latency_p99_ms"]
 
 DEFAULT_KEY = "default"
 DEFAULT_NAME = "Default"
+WEIGHT_PRECISION = 0.01
+"""Weights are percentages compared at 0.01 percentage points: two splits of a service mean the same when every
+deployment's share differs by less than that, and any change of a share by 0.01 points or more is a change (it
+reaches the platform and shows in plans, previews and refreshes)."""
 STANDARD_ROLE = "main"
 
 
@@ -80,7 +84,8 @@ class Traffic(Model):
                                                        "instance takes an equal share (按实例数自动分流).")
     weights: dict[Key, Weight] = Field(default_factory=dict,
                                        description="Share per deployment key (only with `weighted`); must sum to 100. "
-                                                   "Deployments not named get 0.",
+                                                   "Deployments not named get 0. Shares are compared at 0.01 "
+                                                   "percentage points.",
                                        examples=[{"stable": 90, "canary": 10}])
     header_rules: list[HeaderRule] = Field(default_factory=list, description="Evaluated first, in order.")
     mirror: Mirror | None = Field(None, description="Copy a share of requests to a deployment.")
@@ -90,11 +95,12 @@ class Traffic(Model):
     retries: Retries = Field(1, description="Retries on another instance, only when a connection is refused.")
 
     def normalised_weights(self, keys: list[str]) -> dict[str, float]:
-        """Weights as shares of 1 over `keys` (missing keys get 0), rounded so 33.33/33.33/33.34 equals thirds."""
+        """Weights as percent shares over `keys` (missing keys get 0): 90/10 and 9/1 give the same shares. Compare
+        them at `WEIGHT_PRECISION` (the plan does), so that 33.33/33.33/33.34 means thirds."""
         total = sum(self.weights.get(k, 0.0) for k in keys)
         if total <= 0:
             return {k: 0.0 for k in keys}
-        return {k: round(self.weights.get(k, 0.0) / total, 3) for k in keys}
+        return {k: 100 * self.weights.get(k, 0.0) / total for k in keys}
 
 
 # --- deployment parts ------------------------------------------------------------------------------------------

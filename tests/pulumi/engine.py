@@ -7,10 +7,16 @@ Diff(olds = old outputs, news = checked inputs) → Create / Update / Read / Del
 `__provider` input; Create, Update and Read put it back into the outputs. The servicer answers `acceptSecrets: false`,
 so the engine strips secret markers from everything it sends — this harness does the same.
 
-Two ways to host the servicer:
+Three ways to host the servicer:
 - `ProviderHost.in_process()`: the module's source loaded with `ast` minus its trailing `main()` call, the servicer
   served on an in-process `grpc.server` bound to 127.0.0.1:0 (a fresh module per host: a fresh `_PROVIDER_CACHE`);
-- `ProviderHost.subprocess()`: `python -u -m pulumi.dynamic`, exactly as the engine starts it.
+- `ProviderHost.subprocess()`: `python -u -m pulumi.dynamic` with this interpreter;
+- `ProviderHost.launched(project)`: the way the Pulumi CLI really starts a `pulumi-python:dynamic` provider — its
+  launcher script (`upstream/pulumi-resource-pulumi-python`, a verbatim copy) run with the working directory the
+  engine gives plugins (the program's `main` folder, `getPwdMain` in pkg/engine/project.go), the project's runtime
+  options as `PULUMI_RUNTIME_<OPTION>` variables (`optionsStore` in pkg/resource/plugin/provider_plugin.go — the
+  raw values of Pulumi.yaml, e.g. `virtualenv: .venv`, which the launcher resolves against its working directory),
+  `PULUMI_PROJECT`, `PULUMI_CONFIG`, and the engine's address as its argument.
 """
 
 from __future__ import annotations
@@ -81,6 +87,33 @@ def load_servicer_module() -> types.ModuleType:
     return module
 
 
+LAUNCHER = Path(__file__).resolve().parent / "upstream" / "pulumi-resource-pulumi-python"
+
+
+class LaunchError(RuntimeError):
+    """The provider process exited without printing its port (the launcher's message is in `stderr`)."""
+
+    def __init__(self, returncode: int | None, stderr: str) -> None:
+        self.returncode, self.stderr = returncode, stderr
+        super().__init__(f"the provider did not start (exit {returncode}): {stderr.strip()}")
+
+
+def program_dir(project: Path, main: str | None) -> Path:
+    """The working directory the engine gives the program and its plugins: `main` when it is a folder, its folder
+    when it is a file, else the project root (a port of `getPwdMain`, pkg/engine/project.go)."""
+    if not main:
+        return project
+    path = (project / main).resolve() if not Path(main).is_absolute() else Path(main)
+    return path if path.is_dir() else path.parent
+
+
+def _go_format(value: Any) -> str:
+    """A YAML scalar as the engine writes it into an environment variable (`fmt.Sprintf("%v", v)`)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
     """SIGTERM, then SIGKILL when it does not exit in time; reaped either way."""
     process.terminate()
@@ -141,14 +174,41 @@ class ProviderHost:
     def subprocess(cls, env: dict[str, str] | None = None, cwd: str | None = None) -> ProviderHost:
         """`python -u -m pulumi.dynamic` with the project's interpreter; the first stdout line is the port.
         Its stderr (the provider's notes) goes to a temporary file, `host.stderr`."""
+        return cls._start([sys.executable, "-u", "-m", "pulumi.dynamic"], {**os.environ, **(env or {})}, cwd)
+
+    @classmethod
+    def launched(cls, project: Path, cwd: Path | None = None, config: dict[str, Any] | None = None,
+                 env: dict[str, str] | None = None) -> ProviderHost:
+        """The provider process as the Pulumi CLI starts it for the project in `project` (see the module docstring);
+        `cwd` overrides the working directory the engine would choose."""
+        import json
+
+        import yaml
+
+        settings = yaml.safe_load((project / "Pulumi.yaml").read_text())
+        runtime = settings.get("runtime") or {}
+        options = runtime.get("options") or {} if isinstance(runtime, dict) else {}
+        variables = {f"PULUMI_RUNTIME_{k.upper()}": _go_format(v) for k, v in options.items()}
+        variables["PULUMI_PROJECT"] = settings["name"]
+        variables["PULUMI_CONFIG"] = json.dumps(config or {})
+        base = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+        return cls._start(["sh", str(LAUNCHER), "127.0.0.1:1"], {**base, **(env or {}), **variables},
+                          str(cwd or program_dir(project, settings.get("main"))))
+
+    @classmethod
+    def _start(cls, argv: list[str], env: dict[str, str], cwd: str | None) -> ProviderHost:
         stderr = tempfile.NamedTemporaryFile(prefix="pulumi-dynamic-", suffix=".log", delete=False)  # noqa: SIM115
-        process = subprocess.Popen([sys.executable, "-u", "-m", "pulumi.dynamic"], stdout=subprocess.PIPE,
-                                   stderr=stderr, env={**os.environ, **(env or {})}, cwd=cwd)
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=cwd)
         assert process.stdout is not None
         line = process.stdout.readline().decode().strip()
         if not line.isdigit():
-            process.kill()
-            raise RuntimeError(f"pulumi.dynamic did not print a port: {line!r} {Path(stderr.name).read_text()}")
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            stderr.close()
+            raise LaunchError(process.returncode, line + Path(stderr.name).read_text())
 
         def stop() -> None:
             stop_process(process)

@@ -57,10 +57,16 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: RecordingMocks) -> None:
         super().__init__(mocks)
         self.requests: list[Any] = []
+        self.outputs: dict[str, dict[str, Any]] = {}
 
     def RegisterResource(self, request: Any) -> Any:
         self.requests.append(request)
         return super().RegisterResource(request)
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:
+        """A component's registered outputs (what the engine keeps as its outputs), secrets still marked."""
+        self.outputs[request.urn] = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
+        return super().RegisterResourceOutputs(request)
 
     def request(self, name: str, type_suffix: str = "") -> Any:
         return next(r for r in self.requests if r.name == name and r.type.endswith(type_suffix))

@@ -283,3 +283,17 @@ def test_deploy_stack_registers_one_component_per_service(pulumi_test):
         return pulumi.Output.all(*[s.deployment_keys for s in deploy_stack(stack).services.values()])
 
     assert run_program(program) == [["stable", "canary"], ["default"]]
+
+
+def test_the_stack_program_states_each_deferred_rule_once_as_info(caplog):
+    """Deferred rules are the program's to state (the providers' check prints nothing): once each, as info."""
+    caplog.set_level("INFO")
+    config = _stack_config("dev")
+    for dep in config["inferstack:stack"]["services"][0]["deployments"]:
+        dep["queue"] = "q-only-on-the-platform"
+    with mock_session(config):
+        run_program(lambda: runpy.run_path(str(ROOT / "stacks" / "__main__.py"), run_name="__main__") and None)
+    deferred = [r for r in caplog.records if "deployment.queue_exists" in r.getMessage()]
+    assert sorted(r.getMessage().split(":")[1].strip() for r in deferred) == [
+        "services[0].deployments[0].queue", "services[0].deployments[1].queue"]
+    assert all(r.levelname == "INFO" for r in deferred)

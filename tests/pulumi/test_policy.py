@@ -1,6 +1,8 @@
 """The policy pack: one policy per rule of `inferstack.spec.RULES`, fed the resources a program registers (captured on
-mocks) as the engine's analyzer would hand them over (hand-built `PolicyResource`s). The pack's gRPC server itself
-(`inferstack/policy/__main__.py`) is not started here."""
+mocks) as the engine's analyzer hands them to stack policies: each resource's final outputs — for the components,
+what they register with `register_outputs` (hand-built `PolicyResource`s). The same rules run on the local and the
+kubernetes target: the policies read the components, never one target's resource types. The last test starts the pack
+as the engine does and calls its AnalyzeStack."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import asyncio
 import copy
 from typing import Any
 
+import pulumi
+import pytest
 from inferstack_mocks import mock_session, run_program
 from pulumi_policy import (
     EnforcementLevel,
@@ -19,9 +23,17 @@ from pulumi_policy import (
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import unknown_checking_proxy
 
-from inferstack.components import InferenceService, InferenceServiceArgs, StackInventory, StackInventoryArgs
+from inferstack.components import (
+    SERVICE_TYPE,
+    InferenceService,
+    InferenceServiceArgs,
+    StackInventory,
+    StackInventoryArgs,
+    deploy_stack,
+)
 from inferstack.policy import POLICIES, policy_for
-from inferstack.spec import RULES
+from inferstack.policy.policies import plain
+from inferstack.spec import RULES, StackFile
 
 SPEC = {
     "name": "chat", "resource_group": "rg-default", "vpc": "vpc-default", "ports": [8000],
@@ -40,19 +52,37 @@ INVENTORY = {"security_groups": [{"name": "sg-lab", "vpc": "vpc-default",
                                   "ingress": [{"from_port": 1024, "to_port": 65535, "source": "127.0.0.1/32"}]}]}
 
 
-def stack_resources(spec: dict[str, Any], inventory: dict[str, Any] = INVENTORY) -> list[PolicyResource]:
-    """The stack as the analyzer sees it: each resource's type, URN and properties (outputs)."""
+def stack_resources(spec: dict[str, Any], inventory: dict[str, Any] = INVENTORY,
+                    target: str = "local") -> list[PolicyResource]:
+    """The stack as the analyzer sees it: each resource's type, URN and outputs (components: registered outputs)."""
     with mock_session() as session:
         def program() -> Any:
-            inv = StackInventory("inventory", StackInventoryArgs(inventory))
-            return InferenceService("chat", InferenceServiceArgs(service=spec, inventory=inv, validate=False)).status
+            inv = StackInventory("inventory", StackInventoryArgs(inventory, target))
+            return InferenceService("chat", InferenceServiceArgs(service=spec, inventory=inv, validate=False,
+                                                                 target=target)).status
 
         run_program(program)
-        urns = {(u.split("::")[2].rsplit("$", 1)[-1], u.rsplit("::", 1)[1]): u for u in session.monitor.resources}
-        outputs = {(r.typ, r.name): r for r in session.mocks.resources}
-        opts = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
-        return [PolicyResource(typ, analyzer_props({**args.inputs, "uid": f"uid-{name}"}), urns[(typ, name)], name,
-                               opts, None, None, [], {}) for (typ, name), args in outputs.items()]
+        return [PolicyResource(typ, analyzer_props(props), urn, name, OPTS, None, None, [], {})
+                for typ, name, urn, props in analyzed(session)]
+
+
+OPTS = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+
+
+def analyzed(session: Any) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(type, name, URN, final outputs) of every resource the program registered: the components' registered
+    outputs, custom resources' inputs (what the mocks echo back as outputs)."""
+    out = []
+    for request in session.monitor.requests:
+        if request.type == "pulumi:pulumi:Stack":
+            continue
+        urn = session.monitor.urn(request.name, request.type)
+        if request.custom:
+            props = session.mocks.named(request.name, request.type).inputs
+        else:
+            props = session.monitor.outputs.get(urn, {})
+        out.append((request.type, request.name, urn, dict(props)))
+    return out
 
 
 def analyzer_props(props: dict[str, Any]) -> Any:
@@ -108,22 +138,64 @@ def test_a_reference_the_platform_may_hold_is_not_a_violation():
     assert violations("deployment.queue_exists", stack_resources(spec)) == []
 
 
+def _with_unknowns(resources: list[PolicyResource], **unknown: str) -> None:
+    """Make values of the canary deployment unknown in the service component's `spec`, as the analyzer receives
+    values not known at preview."""
+    service = next(r for r in resources if r.resource_type == SERVICE_TYPE)
+    props = copy.deepcopy(plain(service.props))
+    props["spec"]["deployments"][1].update(unknown)
+    service.props = unknown_checking_proxy(props)
+
+
 def test_a_value_not_known_at_preview_defers_its_rules_instead_of_skipping_the_pack():
     resources = stack_resources(SPEC)
-    canary = next(r for r in resources if r.name == "chat/canary")
-    props = dict(canary.props["__target"])
-    props["subnet"] = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # how the analyzer receives an unknown string
-    props["replicas"] = "3eeb2bf0-c639-47a8-9e75-3b44932eb421"  # ... and an unknown number
-    canary.props = unknown_checking_proxy(props)
+    _with_unknowns(resources, subnet="04da6b54-80e4-46f7-96ec-b56ff0331ba9",  # an unknown string, as received
+                   replicas="3eeb2bf0-c639-47a8-9e75-3b44932eb421")  # ... and an unknown number
     assert violations("subnet.zone_matches_queue", resources) == []
     assert violations("field.type", resources) == []
     broken = copy.deepcopy(SPEC)
     broken["deployments"][0]["subnet"] = "subnet-b"  # a known value elsewhere is still checked
     resources = stack_resources(broken)
     # (an unknown number would leave the service unparsed, deferring all its cross-object rules: strings only here)
-    next(r for r in resources if r.name == "chat/canary").props = unknown_checking_proxy(
-        {**props, "replicas": 5.0})
+    _with_unknowns(resources, subnet="04da6b54-80e4-46f7-96ec-b56ff0331ba9")
     assert [u.rsplit("::", 1)[1] for _, u in violations("subnet.zone_matches_queue", resources)] == ["chat/stable"]
+
+
+def test_the_same_rules_run_on_the_kubernetes_target():
+    broken = copy.deepcopy(SPEC)
+    broken["deployments"][1]["subnet"] = "subnet-b"
+    resources = stack_resources(broken, target="kubernetes")
+    assert not any(r.resource_type.startswith("pulumi-python:dynamic") for r in resources)  # no platform objects
+    [(message, urn)] = violations("subnet.zone_matches_queue", resources)
+    assert urn is not None and urn.endswith("::chat") and SERVICE_TYPE in urn  # on the service's component
+    assert "services[0].deployments[1].subnet" in message and "zone-a" in message
+    assert violations("deployment.security_group_exists", resources) == []  # the declared inventory counts
+    outside = violations("autoscaling.replicas_outside_bounds", resources)
+    assert len(outside) == 1
+    assert all("policy-secret" not in m for p in POLICIES for m, _ in violations(p.name, resources))
+
+
+def test_the_prod_stack_program_is_checked_by_the_pack():
+    """The kubernetes stack program of this repository (stacks/Pulumi.prod.yaml) with one rule broken."""
+    import runpy
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    config = yaml.safe_load((root / "stacks" / "Pulumi.prod.yaml").read_text())["config"]
+    config["inferstack:stack"]["services"][0]["deployments"][1]["subnet"] = "subnet-b"
+    with mock_session(config), pytest.raises(pulumi.RunError, match="subnet.zone_matches_queue"):
+        run_program(lambda: runpy.run_path(str(root / "stacks" / "__main__.py"), run_name="__main__") and None)
+    # (the program stops first) ...
+    # ...and the pack, reviewing what a program registered, finds the same on the components.
+    with mock_session() as session:
+        stack = StackFile.model_validate(config["inferstack:stack"])
+        run_program(lambda: pulumi.Output.all(*[s.status for s in deploy_stack(stack).services.values()]))
+        resources = [PolicyResource(t, analyzer_props(p), u, n, OPTS, None, None, [], {})
+                     for t, n, u, p in analyzed(session)]
+    found = violations("subnet.zone_matches_queue", resources)
+    assert [m.split(":")[0] for m, _ in found] == ["services[0].deployments[1].subnet"]
 
 
 def test_the_pack_served_as_the_engine_starts_it_reports_through_analyze_stack():
@@ -143,12 +215,10 @@ def test_the_pack_served_as_the_engine_starts_it_reports_through_analyze_stack()
             return InferenceService("chat", InferenceServiceArgs(service=spec, inventory=inv, validate=False)).status
 
         run_program(program)
-        urns = {u.rsplit("::", 1)[1]: u for u in session.monitor.resources}
         loop = asyncio.new_event_loop()
         resources = [analyzer_pb2.AnalyzerResource(  # secrets stay marked, as the engine sends them to analyzers
-            type=r.typ, name=r.name, urn=urns[r.name],
-            properties=loop.run_until_complete(rpc.serialize_properties(r.inputs, {})))
-            for r in session.mocks.resources]
+            type=typ, name=name, urn=urn, properties=loop.run_until_complete(rpc.serialize_properties(props, {})))
+            for typ, name, urn, props in analyzed(session)]
         loop.close()
     process = subprocess.Popen([sys.executable, "-u", "-m", "inferstack.policy"], stdout=subprocess.PIPE)
     try:

@@ -12,15 +12,14 @@ from pulumi.output import Unknown
 
 from inferstack.plan import diff_object
 from inferstack.targets.local import providers
+from inferstack.targets.local.convergence import ConvergenceError, wait_converged
 from inferstack.targets.local.pulumi_glue import (
     DEPLOYMENT,
     SERVICE,
     TRAFFIC,
-    ConvergenceError,
     diff_answer,
     inventory_kind,
     object_findings,
-    wait_converged,
     weights_without,
 )
 
@@ -211,3 +210,59 @@ def test_the_pickled_provider_is_byte_identical_in_another_process():
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert other == [serialize_provider(providers.DeploymentProvider()),
                      serialize_provider(providers.InventoryProvider("queues"))]
+
+
+# --- errors for humans --------------------------------------------------------------------------------------------
+
+def test_a_platform_finding_path_is_said_about_the_users_own_object():
+    from inferstack.targets.local.provider_errors import PlatformObject, paths_for_write
+
+    # A deployment write of chat/canary: the platform validates it as services[0].deployments[0], then the others.
+    obj = PlatformObject("deployment 'chat/canary'", "services/chat/deployments/canary",
+                         paths_for_write("chat", "canary", ["stable", "canary", "shadow"]))
+    assert obj.where("services[0].deployments[0].env[1].name") == "deployment 'chat/canary' env[1].name"
+    assert obj.where("services[0].deployments[2].subnet") == "deployment 'chat/shadow' subnet"
+    assert obj.where("services[0].traffic.weights") == "traffic of service 'chat' weights"
+    assert obj.where("services[0].vpc") == "service 'chat' vpc"
+    assert obj.where("elsewhere[3]") == "elsewhere[3]"
+
+
+def test_the_servicer_reports_our_errors_as_their_message_and_others_with_their_traceback():
+    import sys
+
+    from engine import load_servicer_module
+
+    from inferstack.targets.local.provider_errors import PlatformApplyError, install_plain_errors
+
+    module = load_servicer_module()
+    assert install_plain_errors(module) and install_plain_errors(module)  # idempotent
+    try:
+        raise PlatformApplyError("create service 'x': cannot reach the platform at http://127.0.0.1:1")
+    except PlatformApplyError:
+        assert module.traceback.format_exc() == "create service 'x': cannot reach the platform at http://127.0.0.1:1"
+    try:
+        raise KeyError("__provider")
+    except KeyError:
+        assert module.traceback.format_exc().startswith("Traceback (most recent call last)")
+    assert not install_plain_errors(type(sys)("elsewhere"))  # anywhere else: nothing is touched
+
+
+@pytest.mark.parametrize(("value", "paths"), [
+    (None, set()),
+    ('["services/chat", "/v1/queues/q-a"]', {"services/chat", "queues/q-a"}),
+    ("services/chat, services/chat/deployments/canary", {"services/chat", "services/chat/deployments/canary"}),
+    ('"services/chat"', {"services/chat"}),
+    ('{"not": "a list"}', set()),
+])
+def test_inferstack_adopt_reads_a_list_or_a_string_of_api_paths(value, paths):
+    from inferstack.targets.local.provider_errors import adopted_paths
+
+    assert adopted_paths(value) == paths
+
+
+def test_a_live_object_this_version_cannot_read_falls_back_to_the_last_state(monkeypatch, capsys):
+    provider = providers.DeploymentProvider()
+    monkeypatch.setattr(provider, "live_for_diff", lambda obj, ids: {"spec": {**STABLE, "replicas": "many"}})
+    assert provider.diff("chat/stable", STABLE, dict(STABLE)).changes is False
+    assert provider.diff("chat/stable", STABLE, {**STABLE, "replicas": 3.0}).changes is True
+    assert "does not read as this version's spec" in capsys.readouterr().err

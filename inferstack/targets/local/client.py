@@ -6,8 +6,10 @@ answered; `WaitError` means a `wait` ended without the object becoming ready."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -94,7 +96,7 @@ class PlatformClient:
 
     def __init__(self, url: str, token: str, timeout: float = 30):
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout,
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, verify=_tls_context(),
                                   headers={"Authorization": f"Bearer {token}"})
 
     @classmethod
@@ -129,10 +131,13 @@ class PlatformClient:
     # --- transport -----------------------------------------------------------------------------------------------
 
     def request(self, method: str, path: str, *, body: Any = None, dry_run: bool = False,
-                if_match: str | None = None, params: dict[str, Any] | None = None,
+                if_match: str | None = None, create_only: bool = False, params: dict[str, Any] | None = None,
                 answers: tuple[int, ...] = ()) -> Any:
-        """One call; the JSON answer, or PlatformError (not for the error statuses in `answers`)."""
+        """One call; the JSON answer, or PlatformError (not for the error statuses in `answers`). `create_only`:
+        `If-None-Match: *` (412 when the object exists)."""
         headers = {"If-Match": f'"{if_match}"'} if if_match is not None else {}
+        if create_only:
+            headers["If-None-Match"] = "*"
         query = dict(params or {})
         if dry_run:
             query["dry_run"] = "true"
@@ -161,8 +166,9 @@ class PlatformClient:
         return self.request("GET", f"/v1/services/{_seg(key)}")
 
     def put_service(self, key: str, spec: dict[str, Any], *, dry_run: bool = False,
-                    if_match: str | None = None) -> dict[str, Any]:
-        return self.request("PUT", f"/v1/services/{_seg(key)}", body=spec, dry_run=dry_run, if_match=if_match)
+                    if_match: str | None = None, create_only: bool = False) -> dict[str, Any]:
+        return self.request("PUT", f"/v1/services/{_seg(key)}", body=spec, dry_run=dry_run, if_match=if_match,
+                            create_only=create_only)
 
     def delete_service(self, key: str, *, dry_run: bool = False, if_match: str | None = None) -> dict[str, Any]:
         return self.request("DELETE", f"/v1/services/{_seg(key)}", dry_run=dry_run, if_match=if_match)
@@ -174,9 +180,9 @@ class PlatformClient:
         return self.request("GET", f"/v1/services/{_seg(svc)}/deployments/{_seg(key)}")
 
     def put_deployment(self, svc: str, key: str, spec: dict[str, Any], *, dry_run: bool = False,
-                       if_match: str | None = None) -> dict[str, Any]:
+                       if_match: str | None = None, create_only: bool = False) -> dict[str, Any]:
         return self.request("PUT", f"/v1/services/{_seg(svc)}/deployments/{_seg(key)}", body=spec,
-                            dry_run=dry_run, if_match=if_match)
+                            dry_run=dry_run, if_match=if_match, create_only=create_only)
 
     def delete_deployment(self, svc: str, key: str, *, dry_run: bool = False,
                           if_match: str | None = None) -> dict[str, Any]:
@@ -197,9 +203,9 @@ class PlatformClient:
         return self.request("GET", f"/v1/{_kind(kind)}/{_name(name)}")
 
     def put_inventory(self, kind: str, name: str, spec: dict[str, Any], *, dry_run: bool = False,
-                      if_match: str | None = None) -> dict[str, Any]:
+                      if_match: str | None = None, create_only: bool = False) -> dict[str, Any]:
         return self.request("PUT", f"/v1/{_kind(kind)}/{_name(name)}", body=spec, dry_run=dry_run,
-                            if_match=if_match)
+                            if_match=if_match, create_only=create_only)
 
     def delete_inventory(self, kind: str, name: str, *, dry_run: bool = False,
                          if_match: str | None = None) -> dict[str, Any]:
@@ -249,6 +255,13 @@ class PlatformClient:
             if time.monotonic() >= deadline:
                 raise WaitError(f"{what} was not ready after {timeout:g}s: {_conditions(last)}", last)
             time.sleep(interval)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One default TLS context per process: building it (loading the CA bundle) costs ~40 ms, and the Pulumi providers
+    make a client per call."""
+    return ssl.create_default_context()
 
 
 def _seg(value: str) -> str:

@@ -1,38 +1,51 @@
-"""Pulumi dynamic providers over the embedded platform's HTTP API, and the resources that use them.
+"""Pulumi dynamic providers over the embedded platform's HTTP API: the contract with the engine.
 
 One provider per kind of platform object: `ServiceProvider` (service fields only), `DeploymentProvider` (one
 deployment, no weight), `TrafficProvider` (the service's traffic object) and `InventoryProvider` (one inventory
-object). The engine runs them in its `python -m pulumi.dynamic` process after unpickling them from `__provider`:
+object). The engine runs them in its `python -m pulumi.dynamic` process after unpickling them from `__provider`
+(so these classes stay importable here: existing state names them). Providers hold no state at all: `__provider`
+stays byte-identical across runs; the connection comes from `configure` (`connection.py`), a client is made per call.
 
-- The platform's URL and token come from `configure` (stack config `inferstack:platformUrl`,
-  `inferstack:platformToken` (secret), or `inferstack:platformDataDir`, else the platform's default data dir) and are
-  kept in a process-local table keyed by the provider object — never on the instance, so never pickled into
-  `__provider` or state. Providers have no instance state at all: `__provider` stays byte-identical across runs.
-- A client is created inside each call: nothing unpicklable, nothing shared between threads.
-- `check` runs the spec's rules one object decides; cross-object rules are deferred to the platform, which answers a
-  violating write with 422 and the rule ids (surfaced as the error message).
-- `diff` is `inferstack.plan.diff_object`'s answer; identity properties (keys) replace, deleting first.
-- `create`/`update` (with `inferstack:waitForReady`, default true) wait until the platform observed the new
-  generation and, for deployments, they are Ready; a Degraded condition fails at once with the platform's reason,
-  and `inferstack:readyTimeout` bounds the wait. With `waitForReady: false` they return once the platform accepted
-  the write (validated and stored) — for a control-plane-only platform, which never reports Ready.
-- `read` maps live state back (weights edited through the API show up on refresh).
-- Deleting a deployment that still takes traffic first moves its weight to the others, then deletes it; draining
-  its instances (graceful_shutdown_s) is the platform's.
+- `check` runs the spec's rules one object decides; cross-object rules are the platform's (a violating write gets a
+  422 naming the rule ids). It prints nothing: the program states deferred rules once, as info.
+- `diff` compares the program's inputs with the live object whenever the platform answers (normalised by
+  `inferstack.plan.diff_object`, as `inferstack plan` does): drift made behind Pulumi's back, or a change written by
+  an update whose readiness wait failed (the engine then keeps the old state), shows in the preview and is undone by
+  `up`. Status-owned values (autoscaled counts, generations) are not spec and never drift. Platform unreachable: it
+  compares with the last known state and says so. Identity properties (keys) replace, deleting first. For `Default`
+  of a legacy service it also tells the legacy conversion (`inferstack.plan.legacy`) that `up` will carry out.
+- `create` never takes over an object: it writes with `If-None-Match: *`, and an object that exists fails the create
+  with a message naming it and how to bring it under the stack — adopt it (`inferstack:adopt`), or delete it first.
+  A create whose readiness wait fails removes what it wrote (checked by uid), so nothing is left behind and the next
+  `up` creates it afresh; an adopted object is never removed.
+- `create`/`update` (with `inferstack:waitForReady`, default true) wait until the platform observed the generation
+  and, for deployments, they are Ready; Degraded fails at once with the platform's reason; `inferstack:readyTimeout`
+  bounds the wait. `waitForReady: false`: they return once the platform accepted the write.
+- `read` maps live state back (refresh shows weights edited through the API); given only an id, it reads the whole
+  object and returns inputs too.
+- Deleting a deployment that still takes traffic first moves its weight to the others, then deletes it.
+- Errors are one message for a person (`provider_errors.py`), never a traceback.
 """
 
 from __future__ import annotations
 
 import functools
 import sys
-import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
-import pulumi
 from pulumi import dynamic
 
+from .connection import DIFF_TIMEOUT_S, Connection, configure, connection_of
+from .convergence import ConvergenceError, status_summary, wait_converged
+from .provider_errors import (
+    PlatformApplyError,
+    PlatformObject,
+    install_plain_errors,
+    paths_for_write,
+    refusal,
+    unreachable_text,
+)
 from .pulumi_glue import (
     DEPLOYMENT,
     INVENTORY_KINDS,
@@ -40,74 +53,38 @@ from .pulumi_glue import (
     PROVIDER_KEY,
     SERVICE,
     TRAFFIC,
-    ConvergenceError,
     ObjectKind,
     check_failure_reason,
     diff_answer,
     inventory_kind,
+    live_base,
     live_props,
+    live_spec,
     object_findings,
-    status_summary,
-    wait_converged,
+    unknown_paths,
     weights_without,
 )
 
-DEFAULT_TIMEOUT_S = 600.0
+__all__ = ["Connection", "DeploymentProvider", "InventoryProvider", "PlatformApplyError", "PlatformProvider",
+           "ServiceProvider", "TrafficProvider"]
+
+install_plain_errors()  # in the engine's provider process: our errors without the servicer's traceback
+
+_GONE: Any = object()  # the live object does not exist
+_NOTED: set[str] = set()
 
 
-class PlatformApplyError(RuntimeError):
-    """The platform refused a change or did not converge; the message says why (rule ids for 422s)."""
-
-
-@dataclass(frozen=True)
-class Connection:
-    """How the providers reach the platform and how long they wait. Lives only in the provider process."""
-
-    url: str | None = None
-    token: str | None = None
-    data_dir: str | None = None
-    wait_for_ready: bool = True
-    timeout_s: float = DEFAULT_TIMEOUT_S
-
-    @classmethod
-    def from_config(cls, get: Callable[[str], Any]) -> Connection:
-        """From stack config (fully qualified keys). Without a URL the client discovers the platform:
-        `$INFERSTACK_URL`/`$INFERSTACK_TOKEN`, else the data dir's `platform.json` and `token`."""
-        def value(key: str) -> Any:
-            v = get(f"inferstack:{key}")
-            return None if v in (None, "") else v
-
-        timeout = value("readyTimeout")
-        return cls(url=value("platformUrl"), token=value("platformToken"), data_dir=value("platformDataDir"),
-                   wait_for_ready=_as_bool(value("waitForReady"), default=True),
-                   timeout_s=float(timeout) if timeout is not None else DEFAULT_TIMEOUT_S)
-
-    def client(self) -> Any:
-        """A new client (close it: `with connection.client() as client`)."""
-        from .client import PlatformClient
-
-        if self.url:
-            return PlatformClient(self.url, self.token or "")
-        return PlatformClient.discover(self.data_dir)
-
-    def __repr__(self) -> str:  # never show the token
-        return f"Connection(url={self.url!r}, data_dir={self.data_dir!r}, wait_for_ready={self.wait_for_ready})"
-
-
-def _as_bool(value: Any, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-# Provider object → its connection, for this process only (a weak table: providers are never kept alive by it).
-_CONNECTIONS: weakref.WeakKeyDictionary[dynamic.ResourceProvider, Connection] = weakref.WeakKeyDictionary()
+def note(message: str, *, once: bool = False) -> None:
+    """A line for the person running Pulumi: the engine shows a dynamic provider's stderr as info."""
+    if once:
+        if message in _NOTED:
+            return
+        _NOTED.add(message)
+    print(f"inferstack: {message}", file=sys.stderr, flush=True)
 
 
 def _platform_errors(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Turn platform errors into one clear message: the operation, the object, the status, the rules broken."""
+    """Turn platform errors into one clear message: the operation, the user's object, what to do."""
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def run(self: PlatformProvider, *args: Any) -> Any:
@@ -116,69 +93,99 @@ def _platform_errors(what: str) -> Callable[[Callable[..., Any]], Callable[..., 
             try:
                 return fn(self, *args)
             except PlatformError as exc:
-                raise PlatformApplyError(_explain(f"{what} {self.kind.name}", exc)) from None
+                obj = self.platform_object(*self.ids(args[0]))
+                if exc.findings:
+                    obj = PlatformObject(obj.label, obj.path, self.write_places(*self.ids(args[0])))
+                raise PlatformApplyError(refusal(what, obj, exc)) from None
             except ConvergenceError as exc:
-                raise PlatformApplyError(f"{what} {self.kind.name}: {exc}") from None
+                raise PlatformApplyError(f"{what} {exc}") from None
         return run
     return wrap
 
 
-def _explain(action: str, exc: Any) -> str:
-    status = getattr(exc, "status_code", "?")
-    findings = list(getattr(exc, "findings", None) or [])
-    if not findings:
-        return f"{action}: the platform answered HTTP {status}: {_body_message(exc)}"
-    lines = [f"{action}: the platform rejected the change (HTTP {status}):"]
-    for f in findings:
-        where = f" at {f.get('path')}" if f.get("path") else ""
-        lines.append(f"  - {f.get('severity', 'error')} [{f.get('rule')}]{where}: {f.get('message')}")
-    return "\n".join(lines)
-
-
-def _body_message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, Mapping):
-        return str(body.get("message") or body.get("detail") or body.get("error") or body)
-    return str(body if body is not None else exc)
-
-
-def _not_found(exc: Any) -> bool:
-    return getattr(exc, "status_code", None) == 404
-
-
 class PlatformProvider(dynamic.ResourceProvider):
-    """What every platform object's provider shares: configuration, check, diff. Subclasses hold no state."""
+    """What every platform object's provider shares: configuration, check, diff, create, read. No state."""
 
     kind: ObjectKind  # a class constant in each subclass
 
+    # --- what each kind says about itself ---------------------------------------------------------------------
+
+    def ids(self, id_or_props: str | Mapping[str, Any]) -> tuple[str, ...]:
+        """The object's identity on the platform, from its id or its properties."""
+        raise NotImplementedError
+
+    def platform_object(self, *ids: str) -> PlatformObject:
+        raise NotImplementedError
+
+    def fetch(self, client: Any, *ids: str) -> Mapping[str, Any]:
+        """The live object (GET)."""
+        raise NotImplementedError
+
+    def identity_props(self, client: Any, *ids: str) -> dict[str, Any]:
+        """The non-spec inputs of an object read by id alone."""
+        return {}
+
+    def write_places(self, *ids: str) -> dict[str, str]:
+        """How the platform names the objects of a write of this object in its findings (best effort)."""
+        return {}
+
+    # --- the engine's calls ---------------------------------------------------------------------------------------
+
     def configure(self, req: dynamic.ConfigureRequest) -> None:
-        _CONNECTIONS[self] = Connection.from_config(req.config.get)
+        configure(self, req.config.get)
 
     @property
     def connection(self) -> Connection:
-        conn = _CONNECTIONS.get(self)
-        if conn is None:  # not configured (called outside the engine): environment, then the default data dir
-            conn = _CONNECTIONS.setdefault(self, Connection.from_config(lambda _key: None))
-        return conn
+        return connection_of(self)
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
         findings = object_findings(self.kind, news)
         failures = [dynamic.CheckFailure(f.path, check_failure_reason(f))
                     for f in findings if f.severity.value == "error"]
-        deferred = sorted({f.rule for f in findings if f.severity.value == "deferred"})
-        if deferred and not failures:
-            # Plugin output is debug-level in the CLI; the program's preview states the same deferrals visibly.
-            print(f"inferstack: {self.kind.name} {news.get('key') or news.get('name') or ''}: rules checked by "
-                  f"the platform on apply: {', '.join(deferred)}", file=sys.stderr, flush=True)
         return dynamic.CheckResult(dict(news), failures)
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         from ...plan import diff_object
 
-        answer = diff_answer(self.kind, olds, news, diff_object)
-        return dynamic.DiffResult(changes=answer.changes, replaces=list(answer.replaces),
-                                  stables=list(answer.stables),
+        ids = self.ids(id_)
+        obj = self.platform_object(*ids)
+        live = self.live_for_diff(obj, ids)
+        base = olds
+        if live is not None and live is not _GONE:
+            try:
+                base = live_base(self.kind, olds, live.get("spec") or {})
+            except ValueError as exc:  # pydantic: a live spec this version cannot read (a newer platform?)
+                note(f"{obj.label}: the live object does not read as this version's spec, so the preview compares "
+                     f"with the state Pulumi last recorded ({' '.join(str(exc).split())[:200]})")
+        answer = diff_answer(self.kind, base, news, diff_object)
+        changes = answer.changes
+        if live is _GONE:
+            note(f"{obj.label} no longer exists on the platform (deleted outside this stack?): `up` writes it again")
+            changes = True
+        changes = self.more_changes(ids, olds, news, live, changes)
+        return dynamic.DiffResult(changes=changes, replaces=list(answer.replaces), stables=list(answer.stables),
                                   delete_before_replace=answer.delete_before_replace)
+
+    def more_changes(self, ids: tuple[str, ...], olds: Mapping[str, Any], news: Mapping[str, Any],
+                     live: Any, changes: bool) -> bool:
+        """A kind's own reasons to change beyond the spec (the legacy conversion of `Default`)."""
+        return changes
+
+    def live_for_diff(self, obj: PlatformObject, ids: tuple[str, ...]) -> Any:
+        """The live object, `_GONE`, or None when the platform cannot be reached (then diff uses the last state)."""
+        from .client import PlatformError
+
+        try:
+            with self.connection.client(timeout=DIFF_TIMEOUT_S) as client:
+                return self.fetch(client, *ids)
+        except PlatformError as exc:
+            if exc.status_code == 404:
+                return _GONE
+            if exc.status_code == 0:
+                note(f"previews compare with the state Pulumi last recorded, not with the live objects: "
+                     f"{unreachable_text(exc)}", once=True)
+                return None
+            raise PlatformApplyError(refusal("diff", obj, exc)) from None
 
     def platform_spec(self, props: Mapping[str, Any]) -> dict[str, Any]:
         """The body the platform gets: the model's data with defaults filled, nothing but spec fields."""
@@ -200,24 +207,104 @@ class PlatformProvider(dynamic.ResourceProvider):
             return written
         return wait_converged(fetch, what, timeout=conn.timeout_s, require_ready=require_ready)
 
-    def read_live(self, id_: str, props: dict[str, Any], fetch: Callable[[], Mapping[str, Any]]) -> dynamic.ReadResult:
-        from ...plan import diff_object
+    def create_new(self, obj: PlatformObject, put: Callable[..., Mapping[str, Any]],
+                   fetch: Callable[[], Mapping[str, Any]], *, require_ready: bool = False,
+                   remove: Callable[[], Any] | None = None, wait: bool = True) -> Mapping[str, Any]:
+        """Create an object that must not exist yet (`If-None-Match: *`), or adopt it when `inferstack:adopt` names
+        it; then wait. A created object whose wait fails is removed again (`remove`), so nothing is left behind."""
         from .client import PlatformError
 
         try:
-            obj = fetch()
+            written = put(create_only=True)
+            adopted = False
         except PlatformError as exc:
-            if _not_found(exc):
-                return dynamic.ReadResult("", {})  # gone: the engine drops it from state
-            raise PlatformApplyError(_explain(f"read {self.kind.name}", exc)) from None
-        return dynamic.ReadResult(id_, self.outputs(live_props(self.kind, props, obj.get("spec") or {}, diff_object),
-                                                    obj))
+            if exc.status_code != 412 or obj.path not in self.connection.adopt:
+                raise
+            current, written = self._adopt(put, fetch)
+            note(f"{obj.label} existed and is adopted, as `inferstack:adopt` asks: it now has this stack's spec and "
+                 f"is managed by this stack (uid {(current.get('metadata') or {}).get('uid')})")
+            adopted = True
+        if not wait:
+            return written
+        try:
+            return self.converge(written, fetch, obj.label, require_ready=require_ready)
+        except ConvergenceError as exc:
+            if adopted or remove is None:
+                raise
+            raise PlatformApplyError(f"create {exc}. {self._remove_created(obj, written, fetch, remove)}") from None
+
+    @staticmethod
+    def _adopt(put: Callable[..., Mapping[str, Any]],
+               fetch: Callable[[], Mapping[str, Any]]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        """Write the program's spec over the object as read (If-Match: its resource version, which status writes
+        move too — read again on a conflict)."""
+        from .client import PlatformError
+
+        for attempt in range(8):
+            current = fetch()
+            try:
+                return current, put(if_match=(current.get("metadata") or {}).get("resource_version"))
+            except PlatformError as exc:
+                if exc.status_code != 409 or attempt == 7:
+                    raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _remove_created(obj: PlatformObject, written: Mapping[str, Any], fetch: Callable[[], Mapping[str, Any]],
+                        remove: Callable[[], Any]) -> str:
+        """Undo a create whose wait failed, when the live object is still the one written (same uid)."""
+        from .client import PlatformError
+
+        uid = (written.get("metadata") or {}).get("uid")
+        try:
+            if (fetch().get("metadata") or {}).get("uid") != uid:
+                return "It was replaced meanwhile by another writer and is left as it is."
+            remove()
+        except PlatformError as exc:
+            if exc.status_code == 404:
+                return "It is gone already: nothing is left behind."
+            return (f"Removing it again failed ({' '.join(str(exc).split())}): it is left on the platform — delete it "
+                    f"(DELETE /v1/{obj.path}) or adopt it (`inferstack:adopt`) before the next `up`.")
+        return "It was removed again, so nothing is left behind: fix the cause and run `pulumi up` again."
+
+    @_platform_errors("read")
+    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
+        """Refresh (old outputs given): the live values where they differ. By id alone: the whole live object,
+        returned as inputs too."""
+        from ...plan import diff_object
+        from .client import PlatformError
+
+        ids = self.ids(id_)
+        with self.connection.client() as client:
+            try:
+                obj = self.fetch(client, *ids)
+            except PlatformError as exc:
+                if exc.status_code == 404:
+                    return dynamic.ReadResult("", {})  # gone: the engine drops it from state
+                raise
+            if any(k in props for k in self.kind.fields):
+                return dynamic.ReadResult(id_, self.outputs(live_props(self.kind, props, obj.get("spec") or {},
+                                                                       diff_object), obj))
+            inputs = {**self.identity_props(client, *ids), **live_spec(self.kind, {}, obj.get("spec") or {})}
+        return dynamic.ReadResult(id_, self.outputs(inputs, obj), inputs=inputs)
 
 
 class ServiceProvider(PlatformProvider):
     """A service's own fields on the platform (`/v1/services/{key}`); its id is the key."""
 
     kind = SERVICE
+
+    def ids(self, id_or_props: str | Mapping[str, Any]) -> tuple[str, ...]:
+        return (id_or_props if isinstance(id_or_props, str) else str(id_or_props.get("key")),)
+
+    def platform_object(self, *ids: str) -> PlatformObject:
+        return PlatformObject(f"service '{ids[0]}'", f"services/{ids[0]}")
+
+    def fetch(self, client: Any, *ids: str) -> Mapping[str, Any]:
+        return client.get_service(ids[0])
+
+    def write_places(self, *ids: str) -> dict[str, str]:
+        return paths_for_write(ids[0], None, _deployment_keys(self.connection, ids[0]))
 
     def outputs(self, props: Mapping[str, Any], obj: Mapping[str, Any]) -> dict[str, Any]:
         outs = super().outputs(props, obj)
@@ -227,9 +314,11 @@ class ServiceProvider(PlatformProvider):
     @_platform_errors("create")
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         key = props["key"]
+        spec = self.platform_spec(props)
         with self.connection.client() as client:
-            written = client.put_service(key, self.platform_spec(props))
-            obj = self.converge(written, lambda: client.get_service(key), f"service '{key}'", require_ready=False)
+            obj = self.create_new(self.platform_object(key),
+                                  lambda **pre: client.put_service(key, spec, **pre), lambda: client.get_service(key),
+                                  remove=lambda: client.delete_service(key))
         return dynamic.CreateResult(key, self.outputs(props, obj))
 
     @_platform_errors("update")
@@ -239,10 +328,6 @@ class ServiceProvider(PlatformProvider):
             obj = self.converge(written, lambda: client.get_service(id_), f"service '{id_}'", require_ready=False)
         return dynamic.UpdateResult(self.outputs(news, obj))
 
-    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
-        with self.connection.client() as client:
-            return self.read_live(id_, props, lambda: client.get_service(id_))
-
     @_platform_errors("delete")
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         from .client import PlatformError
@@ -251,7 +336,7 @@ class ServiceProvider(PlatformProvider):
             with self.connection.client() as client:
                 client.delete_service(id_)
         except PlatformError as exc:
-            if not _not_found(exc):
+            if exc.status_code != 404:
                 raise
 
 
@@ -265,13 +350,74 @@ class DeploymentProvider(PlatformProvider):
         service, _, key = id_.partition("/")
         return service, key
 
+    def ids(self, id_or_props: str | Mapping[str, Any]) -> tuple[str, ...]:
+        if isinstance(id_or_props, str):
+            return self.split(id_or_props)
+        return str(id_or_props.get("service_key")), str(id_or_props.get("key"))
+
+    def platform_object(self, *ids: str) -> PlatformObject:
+        return PlatformObject(f"deployment '{ids[0]}/{ids[1]}'", f"services/{ids[0]}/deployments/{ids[1]}")
+
+    def fetch(self, client: Any, *ids: str) -> Mapping[str, Any]:
+        return client.get_deployment(ids[0], ids[1])
+
+    def identity_props(self, client: Any, *ids: str) -> dict[str, Any]:
+        return {"service_key": ids[0]}
+
+    def write_places(self, *ids: str) -> dict[str, str]:
+        return paths_for_write(ids[0], ids[1], _deployment_keys(self.connection, ids[0]))
+
+    def more_changes(self, ids: tuple[str, ...], olds: Mapping[str, Any], news: Mapping[str, Any],
+                     live: Any, changes: bool) -> bool:
+        """`Default` of a legacy service not converted yet: the first added deployment or the first edit of
+        `Default` redeploys it once (`inferstack.plan.legacy`) — say so, and show it as a change."""
+        from ...plan.legacy import REASON, conversion_trigger
+        from ...spec import DEFAULT_KEY
+
+        if ids[1] != DEFAULT_KEY or live is _GONE:
+            return changes
+        siblings = news.get("service_deployment_keys")
+        if not isinstance(siblings, list) or unknown_paths(siblings):
+            return changes
+        if live is None:  # offline: only what the last `up` saw
+            before = olds.get("service_deployment_keys")
+            old_keys = list(before) if before == [DEFAULT_KEY] else None
+        else:
+            old_keys = self._unconverted_keys(ids[0])
+        trigger = conversion_trigger(old_keys, siblings, changes) if old_keys is not None else None
+        if trigger is None:
+            return changes
+        note(f"deployment '{ids[0]}/{ids[1]}' redeploys Default ({REASON}: {trigger}); later edits follow the "
+             f"usual rules")
+        return True
+
+    def _unconverted_keys(self, service: str) -> list[str] | None:
+        """The live deployment keys of `service` when it is legacy and not converted yet, else None."""
+        from ...plan.legacy import legacy_shape
+        from .client import PlatformError
+
+        try:
+            with self.connection.client(timeout=DIFF_TIMEOUT_S) as client:
+                svc = client.get_service(service)
+                if (svc.get("status") or {}).get("converted"):
+                    return None
+                deployments = [(d["metadata"]["key"], (d.get("spec") or {}).get("name"))
+                               for d in client.list_deployments(service)]
+        except PlatformError:
+            return None
+        if not legacy_shape(bool((svc.get("spec") or {}).get("legacy_form")), deployments):
+            return None
+        return [k for k, _ in deployments]
+
     @_platform_errors("create")
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         service, key = props["service_key"], props["key"]
+        spec = self.platform_spec(props)
         with self.connection.client() as client:
-            written = client.put_deployment(service, key, self.platform_spec(props))
-            obj = self.converge(written, lambda: client.get_deployment(service, key), f"deployment '{service}/{key}'",
-                                require_ready=True)
+            obj = self.create_new(self.platform_object(service, key),
+                                  lambda **pre: client.put_deployment(service, key, spec, **pre),
+                                  lambda: client.get_deployment(service, key), require_ready=True,
+                                  remove=lambda: self._delete(client, service, key))
         return dynamic.CreateResult(f"{service}/{key}", self.outputs(props, obj))
 
     @_platform_errors("update")
@@ -283,28 +429,27 @@ class DeploymentProvider(PlatformProvider):
                                 require_ready=True)
         return dynamic.UpdateResult(self.outputs(news, obj))
 
-    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
-        service, key = self.split(id_)
-        with self.connection.client() as client:
-            return self.read_live(id_, props, lambda: client.get_deployment(service, key))
-
     @_platform_errors("delete")
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         """Delete; when the platform still routes traffic to it (409), move its weight to the others first."""
-        from .client import PlatformError
-
         service, key = self.split(id_)
         with self.connection.client() as client:
-            for attempt in range(5):
-                try:
-                    client.delete_deployment(service, key)
+            self._delete(client, service, key)
+
+    @classmethod
+    def _delete(cls, client: Any, service: str, key: str) -> None:
+        from .client import PlatformError
+
+        for attempt in range(5):
+            try:
+                client.delete_deployment(service, key)
+                return
+            except PlatformError as exc:
+                if exc.status_code == 404:
                     return
-                except PlatformError as exc:
-                    if _not_found(exc):
-                        return
-                    if exc.status_code != 409 or attempt == 4:
-                        raise
-                self._shift_traffic_away(client, service, key)
+                if exc.status_code != 409 or attempt == 4:
+                    raise
+            cls._shift_traffic_away(client, service, key)
 
     @staticmethod
     def _shift_traffic_away(client: Any, service: str, key: str) -> None:
@@ -332,10 +477,26 @@ class DeploymentProvider(PlatformProvider):
 
 class TrafficProvider(PlatformProvider):
     """The service's traffic object (`/v1/services/{service}/traffic`), written atomically; its id is the service
-    key. Its inputs name the deployments (keys and uids) so that it changes after they exist and are Ready, and
-    again whenever one is replaced."""
+    key. Its inputs name the deployments (keys, uids, ids) so that it changes after they exist and are Ready, and
+    again whenever one is replaced. It exists as long as its service: its create writes it."""
 
     kind = TRAFFIC
+
+    def ids(self, id_or_props: str | Mapping[str, Any]) -> tuple[str, ...]:
+        return (id_or_props if isinstance(id_or_props, str) else str(id_or_props.get("service_key")),)
+
+    def platform_object(self, *ids: str) -> PlatformObject:
+        return PlatformObject(f"traffic of service '{ids[0]}'", f"services/{ids[0]}/traffic")
+
+    def fetch(self, client: Any, *ids: str) -> Mapping[str, Any]:
+        return client.get_traffic(ids[0])
+
+    def identity_props(self, client: Any, *ids: str) -> dict[str, Any]:
+        keys = [d["metadata"]["key"] for d in client.list_deployments(ids[0])]
+        return {"service_key": ids[0], "deployment_keys": keys}
+
+    def write_places(self, *ids: str) -> dict[str, str]:
+        return paths_for_write(ids[0], None, _deployment_keys(self.connection, ids[0]))
 
     @_platform_errors("create")
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
@@ -349,17 +510,18 @@ class TrafficProvider(PlatformProvider):
     def _write(self, service: str, props: Mapping[str, Any]) -> dict[str, Any]:
         with self.connection.client() as client:
             written = client.put_traffic(service, self.platform_spec(props))
-            obj = self.converge(written, lambda: client.get_traffic(service), f"traffic of '{service}'",
+            obj = self.converge(written, lambda: client.get_traffic(service), f"traffic of service '{service}'",
                                 require_ready=False)
         return self.outputs(props, obj)
-
-    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
-        with self.connection.client() as client:
-            return self.read_live(id_, props, lambda: client.get_traffic(id_))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         """Nothing to delete: the traffic object lives as long as its service. Deployments leave it one by one
         (each moves its own weight away before it goes)."""
+
+
+_INVENTORY_LABELS = {"vpcs": "VPC", "resource_groups": "resource group", "queues": "queue",
+                     "compute_specs": "compute spec", "subnets": "subnet", "security_groups": "security group",
+                     "images": "image"}
 
 
 class InventoryProvider(PlatformProvider):
@@ -380,21 +542,44 @@ class InventoryProvider(PlatformProvider):
     def path(self) -> str:
         return INVENTORY_KINDS[self.inventory]
 
+    def ids(self, id_or_props: str | Mapping[str, Any]) -> tuple[str, ...]:
+        return (id_or_props if isinstance(id_or_props, str) else str(id_or_props.get("name")),)
+
+    def platform_object(self, *ids: str) -> PlatformObject:
+        return PlatformObject(f"{_INVENTORY_LABELS[self.inventory]} '{ids[0]}'", f"{self.path}/{ids[0]}")
+
+    def fetch(self, client: Any, *ids: str) -> Mapping[str, Any]:
+        return client.get_inventory(self.path, ids[0])
+
+    def identity_props(self, client: Any, *ids: str) -> dict[str, Any]:
+        return {"kind": self.inventory}
+
+    def write_places(self, *ids: str) -> dict[str, str]:
+        from .client import PlatformError
+
+        places = {f"inventory.{self.inventory}[0]": self.platform_object(*ids).label}
+        try:
+            with self.connection.client(timeout=DIFF_TIMEOUT_S) as client:
+                services = [s["metadata"]["key"] for s in client.list_services()]
+        except PlatformError:
+            return places
+        return {**paths_for_write(None, None, [], services), **places}
+
     @_platform_errors("create")
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
+        name = props["name"]
+        spec = self.platform_spec(props)
         with self.connection.client() as client:
-            obj = client.put_inventory(self.path, props["name"], self.platform_spec(props))
-        return dynamic.CreateResult(props["name"], self.outputs(props, obj))
+            obj = self.create_new(self.platform_object(name),
+                                  lambda **pre: client.put_inventory(self.path, name, spec, **pre),
+                                  lambda: client.get_inventory(self.path, name), wait=False)
+        return dynamic.CreateResult(name, self.outputs(props, obj))
 
     @_platform_errors("update")
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
         with self.connection.client() as client:
             obj = client.put_inventory(self.path, id_, self.platform_spec(news))
         return dynamic.UpdateResult(self.outputs(news, obj))
-
-    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
-        with self.connection.client() as client:
-            return self.read_live(id_, props, lambda: client.get_inventory(self.path, id_))
 
     @_platform_errors("delete")
     def delete(self, id_: str, props: dict[str, Any]) -> None:
@@ -404,79 +589,17 @@ class InventoryProvider(PlatformProvider):
             with self.connection.client() as client:
                 client.delete_inventory(self.path, id_)
         except PlatformError as exc:
-            if not _not_found(exc):
+            if exc.status_code != 404:
                 raise
 
 
-# --- resources ------------------------------------------------------------------------------------------------------
+def _deployment_keys(connection: Connection, service: str) -> list[str]:
+    """The service's deployment keys in the platform's order (best effort: [] when it cannot be read)."""
+    from .client import PlatformError
 
-class _PlatformResource(dynamic.Resource):
-    """A platform object as a Pulumi resource; outputs are its inputs plus `uid` and `status`."""
+    try:
+        with connection.client(timeout=DIFF_TIMEOUT_S) as client:
+            return [d["metadata"]["key"] for d in client.list_deployments(service)]
+    except PlatformError:
+        return []
 
-    uid: pulumi.Output[str]
-    status: pulumi.Output[dict]
-
-    def __init__(self, provider: PlatformProvider, name: str, props: Mapping[str, Any],
-                 opts: pulumi.ResourceOptions | None = None):
-        super().__init__(provider, name, {**props, "uid": None, "status": None}, opts)
-
-
-class ServiceResource(_PlatformResource, module="inferstack", name="Service"):
-    """`pulumi-python:dynamic/inferstack:Service` — a service's own fields (no deployments, no weights)."""
-
-    gateway_url: pulumi.Output[str]
-
-    def __init__(self, name: str, props: Mapping[str, Any], opts: pulumi.ResourceOptions | None = None):
-        super().__init__(ServiceProvider(), name, {**props, "gateway_url": None}, opts)
-
-
-class DeploymentResource(_PlatformResource, module="inferstack", name="Deployment"):
-    """`pulumi-python:dynamic/inferstack:Deployment` — `service_key` + one deployment's data (no weight)."""
-
-    def __init__(self, name: str, props: Mapping[str, Any], opts: pulumi.ResourceOptions | None = None):
-        super().__init__(DeploymentProvider(), name, props, opts)
-
-
-class TrafficResource(_PlatformResource, module="inferstack", name="Traffic"):
-    """`pulumi-python:dynamic/inferstack:Traffic` — `service_key` + traffic data + the deployments it spans."""
-
-    def __init__(self, name: str, props: Mapping[str, Any], opts: pulumi.ResourceOptions | None = None):
-        super().__init__(TrafficProvider(), name, props, opts)
-
-
-class InventoryResource(_PlatformResource):
-    """One inventory object the stack declares; the type token names its kind
-    (`pulumi-python:dynamic/inferstack:Queue`, ...). Use `inventory_resource(kind, ...)`."""
-
-    inventory: ClassVar[str]
-
-    def __init__(self, name: str, props: Mapping[str, Any], opts: pulumi.ResourceOptions | None = None):
-        super().__init__(InventoryProvider(self.inventory), name, {"kind": self.inventory, **props}, opts)
-
-
-def _inventory_resource(inventory: str, name: str) -> type[InventoryResource]:
-    """`<Name>Resource` with type token `pulumi-python:dynamic/inferstack:<Name>`."""
-    return type(f"{name}Resource", (InventoryResource,), {"inventory": inventory, "__module__": __name__,
-                                                          "__doc__": f"A declared {inventory} object."},
-                module="inferstack", name=name)
-
-
-INVENTORY_RESOURCES: dict[str, type[InventoryResource]] = {
-    kind: _inventory_resource(kind, name) for kind, name in (
-        ("vpcs", "Vpc"), ("resource_groups", "ResourceGroup"), ("queues", "Queue"), ("compute_specs", "ComputeSpec"),
-        ("subnets", "Subnet"), ("security_groups", "SecurityGroup"), ("images", "Image"))
-}
-"""The resource class of each inventory kind (field of `Inventory` → class)."""
-
-
-def type_token(cls: type[dynamic.Resource]) -> str:
-    """The type token the engine sees for a dynamic resource class."""
-    return f"pulumi-python:{cls._resource_type_name}"
-
-
-KIND_OF_TYPE: dict[str, str] = {
-    type_token(ServiceResource): SERVICE.name, type_token(DeploymentResource): DEPLOYMENT.name,
-    type_token(TrafficResource): TRAFFIC.name,
-    **{type_token(cls): f"inventory:{kind}" for kind, cls in INVENTORY_RESOURCES.items()},
-}
-"""Type token → object kind (`service`, `deployment`, `traffic`, `inventory:<kind>`)."""

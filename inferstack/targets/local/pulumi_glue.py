@@ -1,6 +1,6 @@
 """What the local target's Pulumi providers share, kept apart from the providers so it can be tested without Pulumi:
-resource properties ↔ spec data, per-object rules as check failures, plan changes as diff answers, values not known
-yet, the weight shift before a deployment leaves, and the wait for the platform to converge.
+resource properties ↔ spec data, per-object rules as check failures, plan changes as diff answers (against the live
+object when the platform answers), values not known yet, and the weight shift before a deployment leaves.
 
 One resource kind per platform object: `service` (service fields only), `deployment` (one deployment, no weight),
 `traffic` (the service's traffic object) and `inventory:<kind>` (one inventory object). Properties are the spec's own
@@ -8,7 +8,6 @@ field names (snake_case) at the top level, so a replace names the exact property
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +67,8 @@ class ObjectKind:
     name: str                   # "service" | "deployment" | "traffic" | "inventory:<field of Inventory>"
     model: type[BaseModel]      # the spec model of the object's data
     identity: tuple[str, ...]   # properties naming the object on the platform: a change replaces it
-    extra: tuple[str, ...] = ()  # non-spec inputs (e.g. the deployment keys a traffic object is over)
+    extra: tuple[str, ...] = ()  # non-spec inputs that diff (e.g. the deployments a traffic object is over)
+    hints: tuple[str, ...] = ()  # non-spec inputs that never diff by themselves (read by the provider's own rules)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -92,8 +92,9 @@ class ObjectKind:
 
 
 SERVICE = ObjectKind("service", Service, identity=("key",))
-DEPLOYMENT = ObjectKind("deployment", Deployment, identity=("service_key", "key"))
-TRAFFIC = ObjectKind("traffic", Traffic, identity=("service_key",), extra=("deployment_keys", "deployment_uids"))
+DEPLOYMENT = ObjectKind("deployment", Deployment, identity=("service_key", "key"), hints=("service_deployment_keys",))
+TRAFFIC = ObjectKind("traffic", Traffic, identity=("service_key",),
+                     extra=("deployment_keys", "deployment_uids", "deployment_ids"))
 
 
 def inventory_kind(kind: str) -> ObjectKind:
@@ -293,7 +294,7 @@ def diff_answer(kind: ObjectKind, olds: Mapping[str, Any], news: Mapping[str, An
     known yet (preview) are changes; they replace only where the plan would replace on any change of them."""
     stables = tuple(p for p in kind.identity if p in news and not is_unknown(news[p]) and news.get(p) == olds.get(p))
     replaces = [p for p in kind.identity if p in news and (is_unknown(news[p]) or news[p] != olds.get(p))]
-    changed_extra = [p for p in kind.extra if _extra_changed(olds.get(p), news.get(p))]
+    changed_extra = [p for p in kind.extra if _extra_changed(p, olds.get(p), news.get(p))]
     unknown = [top_level(p) for p in unknown_paths(kind.spec(news))]
     try:
         change = _plan_change(kind, olds, news, diff_object)
@@ -326,12 +327,17 @@ def _plan_change(kind: ObjectKind, olds: Mapping[str, Any], news: Mapping[str, A
     return diff_object(kind.name, kind.spec(olds), kind.spec(with_unknowns_as_sentinel(news)), **kwargs)
 
 
-def _extra_changed(old: Any, new: Any) -> bool:
-    """Whether the deployment keys or uids a traffic object spans changed.
+def _extra_changed(prop: str, old: Any, new: Any) -> bool:
+    """Whether the deployments a traffic object spans changed: their keys, uids or ids.
 
-    A uid not known yet is not a change: a preview does not know the uid of a deployment being updated (dynamic
-    providers have no provider-side preview), and that update keeps it; a replaced deployment shows as a replace in
-    the preview, and the traffic object is rewritten when `up` learns the new uid."""
+    A uid not known yet is not a change by itself: a preview does not know the uid of a deployment being updated
+    (dynamic providers have no provider-side preview), and that update keeps it. Its id tells the cases apart: the
+    engine keeps the id of a resource it updates, while a deployment created or replaced has no id yet — a replace
+    moves its weight away and back, so the traffic object is written again, and the preview must say so."""
+    if prop == "deployment_ids":
+        if not isinstance(old, Mapping):
+            return False  # state from before ids were inputs: nothing to compare with
+        return bool(unknown_paths(new)) or old != new
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         return set(old) != set(new) or any(
             not is_unknown(new[k]) and not is_unknown(old[k]) and new[k] != old[k] for k in new)
@@ -342,23 +348,37 @@ def _extra_changed(old: Any, new: Any) -> bool:
     return (old or None) != (new or None)
 
 
-# --- read: live state back into properties --------------------------------------------------------------------------
+# --- live state: what diff compares with, what refresh reads back ------------------------------------------------
 
-def live_props(kind: ObjectKind, old: Mapping[str, Any], live_spec: Mapping[str, Any],
+def live_spec(kind: ObjectKind, old: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    """The live object's spec as properties, normalised through the model (defaults filled). Secret values the
+    platform masks keep their old value: a secret changed behind our back cannot be seen, only a secret the program
+    changed (it differs from the old one)."""
+    return kind.spec(kind.model.model_validate(_unmask(dict(live), kind.spec(old))).to_data())
+
+
+def live_base(kind: ObjectKind, old: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    """Old outputs with every spec property taken from the live object: what `diff` compares the program's inputs
+    with when the platform answers, so that a change made behind Pulumi's back or left by a failed update shows in
+    the preview and is undone by `up`. Status-owned values (autoscaled counts, generations) live in status, never in
+    the spec, and the plan drops replicas under autoscaling: they never count as drift."""
+    return {**{k: v for k, v in old.items() if k not in kind.fields}, **live_spec(kind, old, live)}
+
+
+def live_props(kind: ObjectKind, old: Mapping[str, Any], live: Mapping[str, Any],
                diff_object: Callable[..., Any]) -> dict[str, Any]:
-    """Old outputs with the top-level properties the platform changed behind our back replaced by the live values.
-
-    Unchanged properties keep their old shape, so a refresh without drift shows nothing. Secret values the platform
-    masks keep their old value."""
-    live = kind.spec(kind.model.model_validate(_unmask(dict(live_spec), kind.spec(old))).to_data())
-    change = _plan_change(kind, old, {**{k: v for k, v in old.items() if k not in kind.fields}, **live}, diff_object)
+    """Old outputs with the top-level properties the platform changed behind our back replaced by the live values
+    (what refresh records). Unchanged properties keep their old shape, so a refresh without drift shows nothing."""
+    current = live_spec(kind, old, live)
+    change = _plan_change(kind, old, {**{k: v for k, v in old.items() if k not in kind.fields}, **current},
+                          diff_object)
     out = dict(old)
     if change is None:
         return out
     fields = set(kind.fields)
     for top in {top_level(str(p.path)) for p in change.properties} & fields:
-        if top in live:
-            out[top] = live[top]
+        if top in current:
+            out[top] = current[top]
         else:
             out.pop(top, None)
     return out
@@ -393,75 +413,4 @@ def weights_without(weights: Mapping[str, float], key: str, others: list[str]) -
     out = {k: round(100 * s, 2) for k, s in shares.items() if s > 0}
     biggest = max(out, key=lambda k: (out[k], k))
     out[biggest] = round(out[biggest] + 100 - sum(out.values()), 2)
-    return out
-
-
-# --- waiting for the platform ---------------------------------------------------------------------------------------
-
-class ConvergenceError(RuntimeError):
-    """The platform reports the object degraded, or it did not converge in time."""
-
-
-def condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c.get("type") == type_:
-            return c
-    return None
-
-
-def _is_true(c: Mapping[str, Any] | None) -> bool:
-    return c is not None and str(c.get("status")).lower() == "true"
-
-
-def converged(obj: Mapping[str, Any], require_ready: bool) -> bool:
-    """`observed_generation == generation`, not Degraded and, when asked, Ready."""
-    generation = (obj.get("metadata") or {}).get("generation")
-    observed = (obj.get("status") or {}).get("observed_generation")
-    if generation is not None and observed != generation:
-        return False
-    if _is_true(condition(obj, "Degraded")):
-        return False
-    return _is_true(condition(obj, "Ready")) if require_ready else True
-
-
-def describe(obj: Mapping[str, Any]) -> str:
-    """Conditions as a person reads them: `Ready=False (Pending: waiting for capacity)`."""
-    parts = []
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        why = ": ".join(x for x in (c.get("reason"), c.get("message")) if x)
-        parts.append(f"{c.get('type')}={c.get('status')}" + (f" ({why})" if why else ""))
-    generation = (obj.get("metadata") or {}).get("generation")
-    observed = (obj.get("status") or {}).get("observed_generation")
-    if generation is not None and observed != generation:
-        parts.append(f"observed generation {observed} of {generation}")
-    return ", ".join(parts) or "no status yet"
-
-
-def wait_converged(fetch: Callable[[], Mapping[str, Any]], what: str, *, timeout: float, require_ready: bool,
-                   interval: float = 0.1, clock: Callable[[], float] = time.monotonic,
-                   sleep: Callable[[float], None] = time.sleep) -> Mapping[str, Any]:
-    """Poll `fetch` until the object converged; fail at once when the current generation is Degraded."""
-    deadline = clock() + timeout
-    while True:
-        obj = fetch()
-        generation = (obj.get("metadata") or {}).get("generation")
-        observed = (obj.get("status") or {}).get("observed_generation")
-        degraded = condition(obj, "Degraded")
-        if _is_true(degraded) and (generation is None or observed == generation):
-            raise ConvergenceError(f"{what} is degraded: {describe(obj)}")
-        if converged(obj, require_ready):
-            return obj
-        if clock() >= deadline:
-            wanted = "Ready" if require_ready else "observed"
-            raise ConvergenceError(f"{what} was not {wanted} after {timeout:g}s: {describe(obj)}")
-        sleep(min(interval, max(deadline - clock(), 0)))
-        interval = min(interval * 1.5, 2.0)
-
-
-def status_summary(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of an object's status kept as a resource output: stable across polls, no counters."""
-    ready = condition(obj, "Ready")
-    out: dict[str, Any] = {"ready": _is_true(ready)}
-    if ready is not None and ready.get("reason"):
-        out["reason"] = ready["reason"]
     return out
