@@ -51,7 +51,6 @@ from .objects import (
 from .state import (
     ServiceState,
     State,
-    _explain_capacity,
     _finding,
     _restore_secrets,
     split_service,
@@ -365,7 +364,7 @@ class Platform:
             # The whole result as the file writes it (its own indices in paths): its services, then the others.
             others = [s.data() for k, s in old.services.items() if k not in keys]
             report = validate([s.to_data() for s in stack.services] + others, new.inventory_data(),
-                              check_inventory=True)
+                              check_inventory=True, admitted=old.admitted())
             report = without_preexisting(report, keys + [k for k in old.services if k not in keys], old, set(keys))
             faithful = None not in keys and len(set(keys)) == len(keys) and all(
                 None not in (ks := [d.key for d in s.deployments]) and len(set(ks)) == len(ks)
@@ -380,7 +379,7 @@ class Platform:
                                                        before.converted if before else False)
             new.services = {**files_services, **{k: v for k, v in new.services.items() if k not in files_services}}
             if not report.ok:
-                raise _invalid(_explain_capacity(report, new, set(keys)), "the stack file")
+                raise _invalid(report.findings, "the stack file")
             return self._write(old, new, ctx, services=keys, inventory=inv_names, primary=None, whole_file=True)
 
     # --- the one write path --------------------------------------------------------------------------------------
@@ -389,11 +388,11 @@ class Platform:
                inventory: Iterable[tuple[str, str]] = (), primary: tuple[str, str, str] | None,
                forced: Iterable[tuple[str, str]] = (), whole_file: bool = False) -> Outcome:
         services, inventory = list(services), list(inventory)
-        report = validate(new.services_data(), new.inventory_data(), check_inventory=bool(inventory))
+        report = validate(new.services_data(), new.inventory_data(), check_inventory=bool(inventory),
+                          admitted=old.admitted())
         report = without_preexisting(report, list(new.services), old, set(services))
         if not report.ok:
-            raise _invalid(_explain_capacity(report, new, set(services)),
-                           "the stack file" if whole_file else "the change")
+            raise _invalid(report.findings, "the stack file" if whole_file else "the change")
         _canonical(new, services)
         context = PlanContext(inventory=new.inventory_model(), current_replicas=old.replicas,
                               converted={k for k, s in old.services.items() if s.converted})

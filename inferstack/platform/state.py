@@ -22,7 +22,8 @@ from inferstack.spec import (
     StackFile,
     Traffic,
 )
-from inferstack.spec.validate import parse, prepaid_needs, validate
+from inferstack.spec.capacity import Admitted
+from inferstack.spec.validate import parse, validate
 
 from .objects import (
     DEPLOYMENT,
@@ -103,6 +104,14 @@ class State:
     def inventory_model(self) -> Inventory:
         return Inventory.model_validate(self.inventory_data())
 
+    def parsed_services(self) -> list[Service]:
+        """The services that parse (a stored service always does; a broken one is skipped, never fatal)."""
+        return [s for s in (parse(Service, d, "")[0] for d in self.services_data()) if s is not None]
+
+    def admitted(self) -> Admitted:
+        """What this (stored) state admitted: capacity judges a write only on what it adds (spec.capacity)."""
+        return Admitted.of(self.parsed_services(), self.inventory_model())
+
     def services_data(self) -> list[dict[str, Any]]:
         return [s.data() for s in self.services.values()]
 
@@ -147,15 +156,6 @@ def _restore_secrets(dep: Deployment, stored: dict[str, Any] | None, path: str) 
     return out
 
 
-def _prepaid_needs(services: list[Service], inv: Inventory, written: set[str]) -> dict[tuple[str, str], list[int]]:
-    """Per (prepaid queue, spec): [instances the written services need, instances the other services hold]."""
-    out: dict[tuple[str, str], list[int]] = {}
-    for slot, by_service in prepaid_needs(services, inv).items():
-        mine = sum(n for i, n in by_service.items() if services[i].key in written)
-        out[slot] = [mine, sum(by_service.values()) - mine]
-    return out
-
-
 def without_preexisting(report: Report, keys: list[str], old: State, written: set[str]) -> Report:
     """`report` (of services in the order `keys`) without the errors of services this write leaves alone that the
     stored state already had: a stored service that no longer validates — a row written by an older version or
@@ -187,31 +187,6 @@ def _service_of(path: str, keys: list[str]) -> tuple[str | None, str]:
         return None, path
     return keys[int(match.group(1))], path[match.end():]
 
-
-def _explain_capacity(report: Report, state: State, written: set[str]) -> list[Finding]:
-    """Capacity findings restated for admission: the queue, the spec, what the change needs and what is free."""
-    if "capacity.prepaid_fits" not in report.rules():
-        return report.findings
-    services = [s for s in (parse(Service, d, "")[0] for d in state.services_data()) if s is not None]
-    inv = state.inventory_model()
-    queues = inv.index("queues")
-    over = [(slot, n) for slot, n in _prepaid_needs(services, inv, written).items()
-            if sum(n) > queues[slot[0]].capacity.get(slot[1], sum(n))]
-    out = []
-    for f in report.findings:
-        slot = next(((s, n) for s, n in over if s[0] == f.value), None) if f.rule == "capacity.prepaid_fits" else None
-        if slot is None:
-            out.append(f)
-            continue
-        over.remove(slot)
-        (queue, spec), (mine, others) = slot
-        capacity = queues[queue].capacity[spec]
-        free = max(capacity - others, 0)
-        out.append(Finding(f.rule, f.path, f.value,
-                           f"prepaid queue '{queue}' cannot admit this: compute spec '{spec}' needs {mine} "
-                           f"instance(s) (replicas or autoscaling min, plus max surge) but {free} are free "
-                           f"({capacity} in the queue, {others} held by other services)", f.severity))
-    return out
 
 def _finding(rule: str, path: str, value: Any, message: str) -> Finding:
     return Finding(rule, path, value, message, RULES[rule].severity)

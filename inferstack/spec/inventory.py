@@ -9,6 +9,7 @@ from pydantic import Field
 from .types import Capacity, Cidr, Currency, Description, GpuCount, Model, NonNegative, Port, Ref, Resource
 
 Billing = Literal["prepaid", "postpaid"]
+GroupBilling = Literal["prepaid", "postpaid", "mixed"]
 
 
 class Vpc(Model):
@@ -23,6 +24,10 @@ class ResourceGroup(Model):
     """A pool of capacity (资源组); it holds queues. A service is bound to exactly one."""
 
     name: Ref = Field(description="Name of the resource group, unique in the inventory.", examples=["rg-main"])
+    billing: GroupBilling = Field("mixed", description="Billing of the group's queues: `prepaid` or `postpaid` "
+                                                       "holds only queues of that billing type; `mixed` (default) "
+                                                       "holds both, so one service can use prepaid and "
+                                                       "pay-as-you-go capacity.")
     description: Description | None = Field(None, description="Free text.")
 
 

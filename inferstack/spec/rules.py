@@ -53,6 +53,9 @@ _RULES = [
     Rule("inventory.name_unique", "inventory names are unique per kind"),
     Rule("queue.resource_group_exists", "a queue belongs to a resource group of the inventory"),
     Rule("queue.capacity_spec_exists", "queue capacity names compute specs of the inventory"),
+    Rule("queue.billing_matches_resource_group",
+         "a queue's billing type is one its resource group allows (a prepaid or postpaid group holds only queues of "
+         "that type; a mixed group holds both)"),
     Rule("subnet.vpc_exists", "a subnet belongs to a VPC of the inventory"),
     Rule("security_group.vpc_exists", "a security group belongs to a VPC of the inventory"),
     Rule("security_group.port_range", "an ingress rule's to_port is not below its from_port"),
@@ -104,7 +107,14 @@ _RULES = [
     Rule("mount.path_unique", "mount paths do not repeat"),
     Rule("probe.exactly_one_action", "a probe has exactly one of http, tcp or command"),
     Rule("probe.success_threshold_one", "startup and liveness probes have success_threshold 1"),
-    Rule("capacity.prepaid_fits", "prepaid queues hold every deployment's replicas (or autoscaling min) plus surge"),
+    Rule("capacity.prepaid_fits", "a prepaid queue holds a deployment's replicas (or autoscaling min) plus surge beside "
+                                  "every deployment of equal or higher priority (lower ones are preempted)"),
+    Rule("capacity.postpaid_quota_fits",
+         "a pay-as-you-go queue's capacity is a quota: it holds a deployment's replicas (or autoscaling min) plus "
+         "surge beside every deployment of equal or higher priority (lower ones are preempted)"),
+    Rule("capacity.idle_fits",
+         "an idle-resource deployment asks for no more instances than its own queue and the lending queues of its "
+         "zone hold for its compute spec"),
     Rule("numa.exceeds_half_machine", "NUMA affinity has no policy past half a machine's CPUs or GPUs",
          Severity.WARNING),
     Rule("use_idle.no_lender", "no queue of the inventory lends idle resources", Severity.WARNING),

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from .capacity import Admitted, capacity_findings
 from .findings import SECRET_MASK, Finding, Report, Severity
 from .inventory import Inventory
 from .rules import RULES
@@ -214,6 +214,12 @@ def inventory_findings(inv: Inventory, base: str = "inventory", context: Invento
             out.append(_finding("queue.resource_group_exists", f"{base}.queues[{i}].resource_group", q.resource_group,
                                 f"queue '{q.name}' names resource group '{q.resource_group}', which is not in the "
                                 f"inventory"))
+        group = groups.get(q.resource_group)
+        if group is not None and group.billing not in ("mixed", q.billing):
+            out.append(_finding("queue.billing_matches_resource_group", f"{base}.queues[{i}].billing", q.billing,
+                                f"queue '{q.name}' is {q.billing} but its resource group '{q.resource_group}' is "
+                                f"{group.billing}-only; make the queue {group.billing}, or the group's billing "
+                                f"'mixed'"))
         for spec in q.capacity:
             if spec not in specs:
                 out.append(_finding("queue.capacity_spec_exists", f"{base}.queues[{i}].capacity.{spec}", spec,
@@ -262,11 +268,14 @@ class _Lookup:
 
 def service_findings(services: Sequence[Service], paths: Sequence[str], inv: Inventory,
                      partial: bool = False,
-                     deployment_indexes: Sequence[Repair | None] | None = None) -> list[Finding]:
+                     deployment_indexes: Sequence[Repair | None] | None = None,
+                     admitted: Admitted | None = None) -> list[Finding]:
     """Cross-field and cross-object rules over parsed services.
 
     `deployment_indexes[i]`: for a service parsed with its deployments that have field errors repaired (see
-    `parse_service_partially`), how it was repaired, so that paths stay the input's and no rule runs on a stand-in."""
+    `parse_service_partially`), how it was repaired, so that paths stay the input's and no rule runs on a stand-in.
+    `admitted`: what the platform admitted before this write; capacity then judges only asks that are new or grew
+    (`inferstack.spec.capacity`)."""
     out: list[Finding] = []
     look = _Lookup(inv, partial)
     keys: dict[str, str] = {}
@@ -292,7 +301,7 @@ def service_findings(services: Sequence[Service], paths: Sequence[str], inv: Inv
         out.append(_deferred("capacity.prepaid_fits", paths[0].split("[")[0], None,
                              "deployments with field errors are not counted yet; capacity is checked again once "
                              "they are fixed"))
-    out.extend(capacity_findings(services, paths, inv))
+    out.extend(capacity_findings(services, paths, inv, admitted=admitted, deployment_indexes=deployment_indexes))
     return out
 
 
@@ -547,47 +556,14 @@ def _probe(kind: str, probe: Probe, path: str) -> Iterator[Finding]:
                        f"a {kind} probe's success_threshold must be 1")
 
 
-def prepaid_needs(services: Sequence[Service], inv: Inventory) -> dict[tuple[str, str], dict[int, int]]:
-    """Per (prepaid queue, compute spec): instances needed by each service (by its index in `services`) —
-    replicas or autoscaling min, plus max surge (domain.md, Capacity). Idle-resource deployments hold none."""
-    queues = inv.index("queues")
-    needs: dict[tuple[str, str], dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    for index, svc in enumerate(services):
-        for dep in svc.deployments:
-            queue = queues.get(dep.queue)
-            if queue is None or queue.billing != "prepaid" or dep.use_idle:
-                continue
-            for role in dep.effective_roles():
-                if role.compute_spec is None or role.rolling_update is None:
-                    continue
-                _, surge = role.rolling_update.bounds(role.starting_replicas)
-                needs[(dep.queue, role.compute_spec)][index] += role.starting_replicas + surge
-    return needs
-
-
-def capacity_findings(services: Sequence[Service], paths: Sequence[str], inv: Inventory) -> list[Finding]:
-    """Admission (domain.md, Capacity): per prepaid queue and spec, replicas (or autoscaling min) + max surge fit."""
-    queues = inv.index("queues")
-    out = []
-    for (qname, spec), by_service in prepaid_needs(services, inv).items():
-        need = sum(by_service.values())
-        free = queues[qname].capacity.get(spec)
-        if free is not None and need > free:
-            first = min(by_service)
-            index = next(i for i, d in enumerate(services[first].deployments) if d.queue == qname)
-            out.append(_finding("capacity.prepaid_fits", f"{paths[first]}.deployments[{index}].queue", qname,
-                                f"prepaid queue '{qname}' holds {free} instance(s) of '{spec}' but {need} are needed "
-                                f"(replicas or autoscaling min, plus max surge, over all its deployments)"))
-    return out
-
-
 def validate(services: Sequence[Service | Mapping[str, Any]], inventory: Inventory | Mapping[str, Any] | None,
              *, partial_inventory: bool = False, base: str = "services",
-             check_inventory: bool = False) -> Report:
+             check_inventory: bool = False, admitted: Admitted | None = None) -> Report:
     """Validate services against an inventory; every finding at once.
 
     `partial_inventory`: the inventory given may lack objects that exist elsewhere (e.g. on the platform): a missing
-    reference is then deferred, not an error. `check_inventory`: also run the inventory's own rules."""
+    reference is then deferred, not an error. `check_inventory`: also run the inventory's own rules. `admitted`: what
+    the platform admitted before the write (capacity judges only what is new or grew); None judges every ask."""
     report = Report()
     inv, inv_findings = parse(Inventory, inventory or {}, "inventory")
     report.extend(inv_findings)
@@ -600,7 +576,7 @@ def validate(services: Sequence[Service | Mapping[str, Any]], inventory: Invento
         report.extend(inventory_findings(inv))
     parsed, paths, indexes, found = parse_services(services, base)
     report.extend(found)
-    report.extend(service_findings(parsed, paths, inv, partial_inventory, indexes))
+    report.extend(service_findings(parsed, paths, inv, partial_inventory, indexes, admitted))
     return report
 
 

@@ -216,6 +216,10 @@ REJECTING: list[tuple[str, Mutation, str]] = [
     ("probe.success_threshold_one", lambda d: dep(d).update(probes={"liveness": {"tcp": {}, "success_threshold": 2}}),
      f"{D0}.probes.liveness.success_threshold"),
     ("capacity.prepaid_fits", lambda d: dep(d).update(replicas=9), f"{D0}.queue"),
+    ("capacity.postpaid_quota_fits", lambda d: dep(d, 1).update(replicas=51), f"{D1}.queue"),  # 51 + 51 > 100
+    ("capacity.idle_fits", lambda d: dep(d).update(use_idle=True, replicas=9), f"{D0}.use_idle"),  # 9 + 3 > 10
+    ("queue.billing_matches_resource_group", lambda d: inv(d, "resource_groups").update(billing="prepaid"),
+     "inventory.queues[1].billing"),
     ("numa.exceeds_half_machine", lambda d: dep(d).update(numa_affinity=True, compute_spec="gpu4", replicas=1),
      f"{D0}.compute_spec"),
     ("use_idle.no_lender", lambda d: (dep(d).update(use_idle=True), inv(d, "queues").update(lends_idle=False)),
@@ -252,6 +256,12 @@ ACCEPTING: list[tuple[str, Mutation]] = [
         {**copy.deepcopy(dep(d, 1)), "name": "third"}), svc(d)["traffic"].update(
         weights={"stable": 33.33, "canary": 33.33, "third": 33.34}))),
     ("prepaid capacity exactly full", lambda d: dep(d).update(replicas=8)),  # 8 + ceil(25 %) = 10
+    ("pay-as-you-go quota exactly full", lambda d: dep(d, 1).update(replicas=50)),  # 50 + 50 = 100
+    ("idle resources exactly within reach", lambda d: dep(d).update(use_idle=True, replicas=8)),
+    ("a prepaid-only resource group of prepaid queues", lambda d: inv(d, "resource_groups", 1).update(
+        billing="prepaid")),
+    ("a postpaid-only resource group of postpaid queues", lambda d: (
+        inv(d, "resource_groups", 1).update(billing="postpaid"), inv(d, "queues", 3).update(billing="postpaid"))),
     ("names repeat with distinct keys", lambda d: (dep(d, 1).update(name="stable", key="canary"))),
     ("mirror 100 %", lambda d: svc(d)["traffic"].update(mirror={"deployment": "canary", "percent": 100})),
     ("retries 0", lambda d: svc(d)["traffic"].update(retries=0)),
