@@ -1,10 +1,12 @@
-"""Cost per hour of services and deployments, before and after a change.
+"""Cost per hour of services and deployments, before and after a change, charged by the one price model
+(`prices.py`, shared with the platform's meter).
 
 A role on a prepaid queue pays for the capacity it holds — what admission reserves: its replicas (or autoscaling
-starting count) plus its max surge — at the spec's prepaid price. A role on a pay-as-you-go queue pays for the
-instances it runs, at the postpaid price: the live count when known (an autoscaled count stays where the autoscaler
-has it, within the new bounds), else the count the spec starts it with. *decided:* a deployment using idle resources
-holds nothing of its own and pays for its running instances at the postpaid price.
+starting count) plus its max surge — or for its running instances when more run. A role on a pay-as-you-go queue
+pays for the instances it runs: the live count when known (an autoscaled count stays where the autoscaler has it,
+within the new bounds), else the count the spec starts it with. A deployment using idle resources holds nothing and
+pays for its running instances at the rate of the queue whose spare capacity they use; the plan cannot know where
+they will be placed and estimates them on their own queue (where the scheduler places them first).
 
 Amounts are in the compute specs' `price_per_hour.currency` (`Cost.currency`); when the specs a plan prices use more
 than one currency, nothing is summed across them: every amount is unknown and `Cost.currencies` names them."""
@@ -15,6 +17,7 @@ from inferstack.spec import Deployment, Inventory, Role, Service, StackFile
 
 from .model import Cost, CostLine, PlanContext, sum_or_none
 from .normalise import key_of_deployment, key_of_service
+from .prices import Charge, reserved_slots
 
 
 class PriceBook:
@@ -43,12 +46,10 @@ class PriceBook:
             if spec is None:
                 return None
             self.currencies.add(spec.price_per_hour.currency)
-            if queue.billing == "prepaid" and not dep.use_idle:
-                count = role.starting_replicas
-                total += (count + role.rolling_update.bounds(count)[1]) * spec.price_per_hour.prepaid
-            else:
-                live = context.current_replicas.get((service, key_of_deployment(dep), role.name))
-                total += _running(role, live, after, old_roles.get(role.name)) * spec.price_per_hour.postpaid
+            live = context.current_replicas.get((service, key_of_deployment(dep), role.name))
+            charge = Charge(spec.name, queue.billing, reserved_slots(role, queue, dep.use_idle),
+                            _running(role, live, after, old_roles.get(role.name)))
+            total += charge.per_hour(spec)
         return round(total, 6)
 
 

@@ -40,8 +40,10 @@ COSTS = [
      0.05, 1.50),
     ("moving to a prepaid queue holds replicas + surge", set_deployment("chat/canary", queue="q-prepaid-a"),
      ("chat", "canary"), 0.05, (1 + 1) * 0.03),
-    ("idle resources pay running instances at the postpaid price", set_deployment("chat/stable", use_idle=True),
-     ("chat", "stable"), 5 * 0.03, 4 * 0.05),
+    ("idle resources hold nothing and pay running instances at their queue's rate",
+     set_deployment("chat/stable", use_idle=True), ("chat", "stable"), 5 * 0.03, 4 * 0.03),
+    ("idle resources on a pay-as-you-go queue pay the postpaid rate", set_deployment("chat/canary", use_idle=True),
+     ("chat", "canary"), 0.05, 0.05),
     ("multi-role: each role at its own spec", set_deployment("gen/pd", queue="q-postpaid-b", subnet="subnet-b"),
      ("gen", "pd"), 2 * 0.40 + 4 * 0.05, 2 * 0.40 + 4 * 0.05),
 ]
