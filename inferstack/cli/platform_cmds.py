@@ -30,6 +30,7 @@ from .app import (
     err_console,
     platform_app,
 )
+from .capacity_view import print_placements
 from .output import cell_separator, finding_text, lines, plan_text, print_json, print_table, table
 from .rollout import Outcome, follow, say_outcome
 from .spec_cmds import Format, print_unreadable, require_stack
@@ -430,6 +431,7 @@ def _service_details(svc: dict, deps: list[dict], traffic: dict) -> None:
     console.print(Text.assemble(f"traffic: {tspec.get('strategy')}, timeout {tspec.get('timeout_s'):g}s, retries "
                                 f"{tspec.get('retries')}, generation ", _gen(traffic),
                                 "".join(f"; {e}" for e in extras)), soft_wrap=True)
+    print_placements(console, deps)
 
 
 @app.command()

@@ -29,6 +29,7 @@ from inferstack.spec import (
     Vpc,
 )
 
+from .capacity import preemptions
 from .cost import plan_cost
 from .kubernetes import kubernetes_warnings
 from .legacy import conversion_trigger, legacy_shape
@@ -301,7 +302,8 @@ def diff(old: StackFile | None, new: StackFile | None, context: PlanContext | No
             dkey = key_of_deployment(dep)
             if dkey in old_deps:
                 warnings.extend(ignored_replicas_warnings(f"{key}/{dkey}", old_deps[dkey], dep))
-    return Plan(changes=changes, warnings=warnings, cost=plan_cost(old, new, context))
+    return Plan(changes=changes, warnings=warnings, cost=plan_cost(old, new, context),
+                preemptions=preemptions(old, new, context) if changes else [])
 
 
 def diff_object(kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None,

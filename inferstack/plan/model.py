@@ -5,13 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from inferstack.spec import Inventory
+from inferstack.spec import Inventory, Service
 
 from .render import plan_dict, plan_text
 
 Kind = Literal["inventory", "service", "deployment", "traffic"]
 Action = Literal["create", "update", "replace", "delete"]
 ACTIONS: tuple[str, ...] = ("create", "update", "replace", "delete")
+
+
+@dataclass(frozen=True)
+class LiveInstance:
+    """One running instance and where it is placed (the platform's status)."""
+
+    id: str
+    queue: str
+    spec: str = ""
+    """Its compute spec ("" = its role's)."""
 
 
 @dataclass
@@ -28,6 +38,10 @@ class PlanContext:
     target: Literal["local", "kubernetes"] | None = None
     """Where the change converges, which decides what replaces instances (rollout.py); None: the new stack's
     `target`. The embedded platform plans for `local` whatever a stack file says."""
+    others: list[Service] = field(default_factory=list)
+    """Services the stacks do not hold that share their queues (the platform's others), for capacity."""
+    instances: dict[tuple[str, str, str], list[LiveInstance]] = field(default_factory=dict)
+    """(service key, deployment key, role name) -> its running instances and their placements, oldest first."""
 
 
 @dataclass
@@ -200,6 +214,8 @@ class Plan:
     changes: list[Change] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     cost: Cost = field(default_factory=Cost)
+    preemptions: list[Any] = field(default_factory=list)
+    """Running instances the change takes capacity from (`capacity.Preemption`)."""
 
     @property
     def empty(self) -> bool:

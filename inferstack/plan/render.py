@@ -27,6 +27,7 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
         "changes": [c.to_dict() for c in plan.changes],
         "warnings": list(plan.warnings),
         "cost": plan.cost.to_dict(),
+        "preemptions": [p.to_dict() for p in plan.preemptions],
     }
 
 
@@ -41,6 +42,9 @@ def plan_text(plan: Plan) -> str:
         lines.append("")
         for change in plan.changes:
             lines.extend(_change_lines(change))
+    if plan.preemptions:
+        lines.extend(["", "Capacity:"])
+        lines.extend(f"  ! {p.to_text()}" for p in plan.preemptions)
     lines.extend(_cost_lines(plan, plan.empty))
     if plan.warnings:
         lines.append("")

@@ -395,7 +395,8 @@ class Platform:
             raise _invalid(report.findings, "the stack file" if whole_file else "the change")
         _canonical(new, services)
         context = PlanContext(inventory=new.inventory_model(), current_replicas=old.replicas,
-                              converted={k for k, s in old.services.items() if s.converted})
+                              converted={k for k, s in old.services.items() if s.converted},
+                              others=new.sharing_capacity(services), instances=old.instances)
         plan = diff(old.stack(services, inventory), new.stack(services, inventory), context)
         ops = _row_ops(plan, old, new, services, forced)
         warnings = [f.to_dict() for f in report.findings if f.severity.value == "warning"

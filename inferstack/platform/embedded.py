@@ -18,6 +18,7 @@ from .autoscaler import Autoscaler
 from .gateway.process import GatewayUnavailable
 from .gateway.supervisor import GatewaySupervisor
 from .keys import InvocationKeys
+from .metering import METER_DB, Meter, clock_from_env
 from .reconciler import Reconciler, Settings
 from .store import PLATFORM
 
@@ -54,6 +55,7 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
                             keys=keys)
     if supervisor is not None:
         supervisor.on_restart = reconciler.request_publish  # a restarted gateway gets the current snapshot at once
+    reconciler.capacity.meter = meter = Meter(Path(data_dir) / METER_DB, clock=clock_from_env())
     autoscaler = Autoscaler(platform.store, reconciler)  # knobs: INFERSTACK_AUTOSCALE_* (AutoscalerSettings)
     platform.runtime = reconciler
     platform.autoscaler = autoscaler
@@ -122,9 +124,19 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
             out.append({"instance": path.stem, "lines": lines})
         return JSONResponse({"service": key, "deployment": dkey, "instances": out})
 
+    async def cost(request: Request) -> JSONResponse:
+        """Cost so far and per hour now of a service (metering.py; prices per instance-hour of the inventory)."""
+        key = request.path_params["key"]
+        row = platform.store.get("service", key)
+        if row is None:
+            return JSONResponse({"error": "not_found", "message": f"services/{key} does not exist"}, 404)
+        reconciler.capacity.run()  # the meter reflects every placement up to now
+        return JSONResponse({"service": key, **meter.report(row.uid)})
+
     platform.routes.extend([
         Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/gateway", gateway_status, methods=["GET"]),
+        Route("/v1/services/{key}/cost", cost, methods=["GET"]),
         Route("/v1/services/{key}/deployments/{dkey}/logs", logs, methods=["GET"]),
         Route("/v1/services/{key}/keys", reveal_key, methods=["GET"]),
         Route("/v1/services/{key}/keys/rotate", rotate_key, methods=["POST"]),

@@ -24,6 +24,7 @@ from ..images import PRESET_IMAGES
 from .gateway.process import GatewayUnavailable, SnapshotRejected
 from .keys import InvocationKeys
 from .objects import condition, get_condition, object_path, set_condition
+from .placement import PlacementBook
 from .routing_book import RoutingBook
 from .runtime import (
     Exec,
@@ -92,6 +93,8 @@ class Reconciler:
         self._stopped = False
         # Per service: the routing the gateway has acknowledged, fresh or on its last good parts (and why).
         self.routing = RoutingBook(store)
+        # The capacity scheduler: where every instance may run (placement.py).
+        self.capacity = PlacementBook(store, self.controllers, on_status=self._write_status)
 
     # --- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -103,10 +106,13 @@ class Reconciler:
             if last and isinstance(last.get("version"), int):
                 self._snapshot_version = max(self._snapshot_version, last["version"])
         self._adopt()
-        for _, key, _ in self.store.scan(SERVICE):
+        services = [key for _, key, _ in self.store.scan(SERVICE)]
+        self.capacity.expect(services)
+        for key in services:
             self._enqueue(key)
         self._tasks = [asyncio.create_task(self._worker(), name="reconciler"),
-                       asyncio.create_task(self._publisher(), name="gateway-publisher")]
+                       asyncio.create_task(self._publisher(), name="gateway-publisher"),
+                       asyncio.create_task(self.capacity.tick_forever(), name="capacity-scheduler")]
 
     async def stop(self, graceful: bool = True) -> None:
         """Stop every instance (withdrawn from routing first, then its graceful period) and the gateway."""
@@ -116,6 +122,7 @@ class Reconciler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(c.shutdown(graceful) for c in self.controllers.values()), return_exceptions=True)
         self.controllers.clear()
+        self.capacity.close()
         if self.gateway is not None:
             await self.gateway.stop()
 
@@ -153,6 +160,7 @@ class Reconciler:
                 log.exception("cannot re-adopt the instances of %s", object_path(DEPLOYMENT, dep_key, svc_key))
 
     def _adopt_deployment(self, row: Any) -> None:
+        roles = {r.name: r for r in Deployment.model_validate(row.spec).effective_roles()}
         for role, info in (row.status.get("roles") or {}).items():
             records = [_record(r) for r in info.get("instances", [])]
             if not records:
@@ -160,6 +168,9 @@ class Reconciler:
             key = (row.parent, row.key, role)
             controller = self._controller(key)
             adopted = controller.adopt_existing(records)
+            # Their placements come back from status, so the scheduler counts the slots they hold.
+            self.capacity.restore(key, [i for i in info.get("instances", []) if i.get("id") in {a.id for a in adopted}],
+                                  row.spec.get("queue", ""), roles[role].compute_spec if role in roles else "")
             log.info("%s: re-adopted %d of %d recorded instance(s)", "/".join(key), len(adopted), len(records))
 
     # --- convergence -----------------------------------------------------------------------------------------------
@@ -178,6 +189,7 @@ class Reconciler:
         desired: set[RoleKey] = set()
         if service is not None:
             inventory = self._inventory()
+            self.capacity.set_inventory(inventory)
             self.keys.ensure(service_key)
             for _, dep_key, dep_row in self.store.scan(DEPLOYMENT, parent=service_key):
                 try:
@@ -189,20 +201,22 @@ class Reconciler:
                                 object_path(DEPLOYMENT, dep_key, service_key), str(exc).splitlines()[0])
                     desired |= {k for k in self.controllers if k[:2] == (service_key, dep_key)}
                     continue
-                desired |= self._converge_deployment(service, deployment, dep_row, inventory)
+                desired |= self._converge_deployment(service, deployment, dep_row, inventory, svc_row.uid)
         else:
             self.keys.forget(service_key)
         for key in [k for k in self.controllers if k[0] == service_key and k not in desired]:
             controller = self.controllers.pop(key)
             log.info("%s: removed from the spec; draining", "/".join(key))
-            asyncio.create_task(controller.shutdown(graceful=True))
+            self.capacity.retire(key, controller, asyncio.create_task(controller.shutdown(graceful=True)))
         for key in [k for k in self._applied if k[0] == service_key and not any(d[:2] == k for d in desired)]:
             self._applied.pop(key, None)
             self._problems.pop(key, None)
+        self.capacity.converged(service_key)
+        self.capacity.run()
         self._publish_wanted.set()
 
     def _converge_deployment(self, service: Service, deployment: Deployment, row: Any,
-                             inventory: Inventory) -> set[RoleKey]:
+                             inventory: Inventory, service_uid: str = "") -> set[RoleKey]:
         svc_key, dep_key = service.key or "", deployment.key or ""
         roles = deployment.effective_roles()
         keys = {(svc_key, dep_key, r.name) for r in roles}
@@ -230,8 +244,10 @@ class Reconciler:
                                       extra_env=role_endpoints_env(others))
             applied.roles[role.name] = template.revision
             ru = role.rolling_update
+            want = self._replicas(role, row)
+            self.capacity.demand(key, deployment, role, want, service_uid=service_uid, order=row.created_at)
             self._controller(key).set_desired(
-                template, self._replicas(role, row), RollingUpdate(ru.max_surge, ru.max_unavailable))
+                template, self.capacity.replicas(key, want), RollingUpdate(ru.max_surge, ru.max_unavailable))
         self._applied[(svc_key, dep_key)] = applied
         self._write_status(svc_key, dep_key)
         return keys
@@ -253,7 +269,8 @@ class Reconciler:
                 progress_deadline_s=self.settings.progress_deadline_s,
                 restart_backoff_base_s=self.settings.restart_backoff_base_s,
                 restart_backoff_cap_s=self.settings.restart_backoff_cap_s,
-                on_withdraw=self._withdraw, on_change=lambda c, k=key: self._role_changed(k))
+                on_withdraw=self._withdraw, on_change=lambda c, k=key: self._role_changed(k),
+                admit=lambda instance, k=key: self.capacity.admit(k, instance))
             self.controllers[key] = controller
         return controller
 
@@ -325,6 +342,7 @@ class Reconciler:
     async def _role_changed(self, key: RoleKey) -> None:
         if self._stopped:
             return
+        self.capacity.run()
         self._write_status(key[0], key[1])
         self._update_role_endpoints(key[0], key[1])
         self._publish_wanted.set()
@@ -347,8 +365,9 @@ class Reconciler:
             roles_status[role] = {
                 "desired": rs.replicas, "total": rs.total, "ready": rs.ready, "updated": rs.updated,
                 "updated_ready": rs.updated_ready, "revision": rs.revision,
-                "instances": [_record_dict(r) for r in controller.instances()],
+                "instances": [{**_record_dict(r), **self.capacity.instance_status(r.id)} for r in controller.instances()],
                 **({"autoscaled": previous["autoscaled"]} if "autoscaled" in previous else {}),
+                **self.capacity.role_status((s, d, role)),
             }
             by_type = {c.type: c for c in rs.conditions}
             if by_type["Ready"].status != "True":
@@ -383,6 +402,8 @@ class Reconciler:
             new = condition("Progressing", False, "Complete", "every role runs the latest generation", observed)
         conditions = set_condition(conditions, new)
         counts = ", ".join(f"{r}: {v['ready']}/{v['desired']} ready" for r, v in roles_status.items())
+        counts += "".join(f"; {r}: {note}" for r in roles_status
+                          if (note := self.capacity.pending_note((svc_key, dep_key, r))))
         if ready_all and complete and roles_status:
             new = condition("Ready", True, "AllRolesReady", counts, observed)
         else:

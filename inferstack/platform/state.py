@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from inferstack.plan import LiveInstance
 from inferstack.spec import (
     RULES,
     SECRET_MASK,
@@ -62,6 +63,8 @@ class State:
     inventory: dict[str, dict[str, dict[str, Any]]]
     services: dict[str, ServiceState]
     replicas: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    instances: dict[tuple[str, str, str], list[LiveInstance]] = field(default_factory=dict)
+    """Running instances per role and where they are placed (the scheduler's status), for the plan's preemptions."""
 
     @classmethod
     def load(cls, store: Store) -> State:
@@ -72,6 +75,7 @@ class State:
         traffic = {r.parent: r.spec for r in store.list(TRAFFIC)}
         services: dict[str, ServiceState] = {}
         replicas: dict[tuple[str, str, str], int] = {}
+        instances: dict[tuple[str, str, str], list[LiveInstance]] = {}
         for r in store.list(SERVICE):
             services[r.key] = ServiceState(dict(r.spec), {d.key: d.spec for d in deployments[r.key]},
                                            traffic.get(r.key, Traffic().to_data()),
@@ -80,7 +84,12 @@ class State:
                 for role, counts in (d.status.get("roles") or {}).items():
                     if isinstance(counts, dict) and isinstance(counts.get("desired"), int):
                         replicas[(r.key, d.key, role)] = counts["desired"]
-        return cls(inventory, services, replicas)
+                    if isinstance(counts, dict):
+                        instances[(r.key, d.key, role)] = [
+                            LiveInstance(i["id"], i["queue"], str(i.get("compute_spec") or ""))
+                            for i in counts.get("instances") or [] if isinstance(i, dict) and i.get("queue")
+                            and i.get("phase") != "terminating"]
+        return cls(inventory, services, replicas, instances)
 
     def copy(self) -> State:
         return copy.deepcopy(self)
@@ -107,6 +116,15 @@ class State:
     def parsed_services(self) -> list[Service]:
         """The services that parse (a stored service always does; a broken one is skipped, never fatal)."""
         return [s for s in (parse(Service, d, "")[0] for d in self.services_data()) if s is not None]
+
+    def sharing_capacity(self, written: Iterable[str]) -> list[Service]:
+        """The services not in `written` that use a queue the written ones use (or a lending queue): the plan
+        weighs capacity against them."""
+        queues = {d.get("queue") for k in written if k in self.services for d in self.services[k].deployments.values()}
+        queues |= {name for name, q in self.inventory.get("queues", {}).items() if q.get("lends_idle")}
+        others = [s.data() for k, s in self.services.items() if k not in set(written)
+                  and any(d.get("queue") in queues for d in s.deployments.values())]
+        return [s for s in (parse(Service, d, "")[0] for d in others) if s is not None]
 
     def admitted(self) -> Admitted:
         """What this (stored) state admitted: capacity judges a write only on what it adds (spec.capacity)."""

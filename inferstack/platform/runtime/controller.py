@@ -35,6 +35,7 @@ log = logging.getLogger("inferstack.runtime")
 
 OnWithdraw = Callable[[InstanceRecord], Awaitable[None]]
 OnChange = Callable[["RoleController"], Awaitable[None] | None]
+Admit = Callable[[str], bool]
 
 
 class _Instance:
@@ -87,7 +88,11 @@ class RoleController:
         on_withdraw: OnWithdraw | None = None,
         on_change: OnChange | None = None,
         inherit_env: Sequence[str] = INHERITED_ENV,
+        admit: Admit | None = None,
     ) -> None:
+        """`admit(instance_id)`: asked before a new instance starts (the capacity scheduler's grant); False leaves it
+        unstarted until the controller is woken again (`wake`). Restarts in place are never asked: the instance
+        keeps its slot."""
         self.id_prefix = id_prefix
         self.host = host
         self.progress_deadline_s = progress_deadline_s
@@ -98,6 +103,7 @@ class RoleController:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         self._on_withdraw = on_withdraw
         self._on_change = on_change
+        self._admit = admit
         self._inherited = {name: os.environ[name] for name in inherit_env if name in os.environ}
         self._template: RoleTemplate | None = None
         self._replicas = 0
@@ -137,6 +143,29 @@ class RoleController:
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._converge_forever())
             self._notifier_task = asyncio.create_task(self._notify_forever())
+        self._wake.set()
+
+    def scale(self, replicas: int) -> None:
+        """Converge to ``replicas`` instances of the current template (no rollout)."""
+        if replicas < 0:
+            raise ValueError("replicas must be >= 0")
+        if replicas != self._replicas:
+            self._last_progress = time.monotonic()
+            self._replicas = replicas
+        self._wake.set()
+
+    def evict(self, instance_id: str) -> bool:
+        """Withdraw and stop one instance (its graceful period), e.g. preempted by the capacity scheduler. Lower the
+        replicas first (``scale``), or the controller starts another in its place. False if it is not running."""
+        inst = self._instances.get(instance_id)
+        if inst is None or inst.phase == "terminating" or self._closed:
+            return False
+        self._remove(inst)
+        self._wake.set()
+        return True
+
+    def wake(self) -> None:
+        """Converge again now (e.g. capacity was granted to instances ``admit`` refused)."""
         self._wake.set()
 
     def adopt_existing(self, records: Iterable[InstanceRecord]) -> list[InstanceRecord]:
@@ -280,7 +309,8 @@ class RoleController:
         # Terminating instances still count: the total of processes never exceeds replicas + surge.
         room = replicas + surge - len(self._instances)
         for _ in range(min(room, replicas - len(new))):
-            self._start_instance(template)
+            if not self._start_instance(template):
+                break
         excess = sorted(new, key=lambda i: (i.ready, -i.ordinal))[:max(len(new) - replicas, 0)]
         for inst in excess:  # scaled down: the not-ready go first, then the newest
             self._remove(inst)
@@ -318,13 +348,17 @@ class RoleController:
 
     # ---- one instance ----------------------------------------------------------------------------------------------
 
-    def _start_instance(self, template: RoleTemplate) -> None:
-        ordinal, self._next_ordinal = self._next_ordinal, self._next_ordinal + 1
+    def _start_instance(self, template: RoleTemplate) -> bool:
+        ordinal = self._next_ordinal
         instance_id = f"{self.id_prefix}-{ordinal}"
+        if self._admit is not None and not self._admit(instance_id):
+            return False  # no capacity granted now: tried again when woken
+        self._next_ordinal += 1
         inst = _Instance(instance_id, ordinal, template.revision, template, self._log_path(instance_id))
         self._instances[instance_id] = inst
         self._spawned_any = True
         inst.task = asyncio.create_task(self._supervise(inst))
+        return True
 
     async def _supervise(self, inst: _Instance) -> None:
         """Run the instance's process and probes; after a crash or a failed probe, restart it with backoff."""

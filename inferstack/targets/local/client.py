@@ -197,6 +197,10 @@ class PlatformClient:
         return self.request("PUT", f"/v1/services/{_seg(svc)}/traffic", body=spec, dry_run=dry_run,
                             if_match=if_match)
 
+    def cost(self, svc: str) -> dict[str, Any]:
+        """Cost so far and per hour now of a service: `{cost, per_hour, by_billing, lines, at}` (the meter)."""
+        return self.request("GET", f"/v1/services/{_seg(svc)}/cost")
+
     # --- inventory -----------------------------------------------------------------------------------------------
 
     def get_inventory(self, kind: str, name: str) -> dict[str, Any]:
