@@ -14,8 +14,10 @@ The decision is the pure part below (no I/O, tested on its own):
   measured at the gateway); `gpu` has no local source;
 - scale-down stabilisation: a lower count only once it has been recommended for the whole window (the highest
   recommendation in the window wins); scale-up is immediate, and so is a bound (a window's count, a lowered max);
-- capacity (domain.md): on a prepaid queue a role never grows past what the queue holds for its compute spec beside
-  every other role's current count — the rest is best effort, reported as Pending.
+- capacity (domain.md): a role never grows past what its queue holds for its compute spec — prepaid capacity, or a
+  pay-as-you-go queue's quota — beside the current counts of every role of equal or higher priority (lower ones it
+  may preempt; the capacity scheduler decides at run time). Growth above the admitted count is best effort, the rest
+  reported as Pending. Idle-resource roles are not capped here: they only ever get spare capacity.
 """
 
 from __future__ import annotations
@@ -449,22 +451,25 @@ class Autoscaler:
 
     @staticmethod
     def _within_capacity(key: RoleKey, deployment: Deployment, role: Role, count: int, current: int,
-                         held: dict[tuple[str, str], dict[RoleKey, int]],
+                         held: dict[tuple[str, str], dict[RoleKey, tuple[int, int]]],
                          queues: Mapping[str, Queue]) -> tuple[int, str | None]:
-        """The count capped by the role's prepaid queue beside every other role's count (`held`, kept current)."""
+        """The count capped by the role's queue beside the counts of the roles of equal or higher priority (`held`:
+        count and priority per role, kept current)."""
         slot = _slot(deployment, role, queues)
         if slot is None:
             return count, None
         queue, spec = slot
-        others = sum(n for k, n in held[slot].items() if k != key)
+        others = sum(n for k, (n, p) in held[slot].items() if k != key and p >= deployment.priority)
         capacity = queues[queue].capacity[spec]
         limited = capacity_limit(count, current, capacity - others)
-        held[slot][key] = limited
+        held[slot][key] = (limited, deployment.priority)
         if limited >= count:
             return count, None
-        return limited, (f"Pending: {count - limited} instance(s) wanted above {limited}: prepaid queue '{queue}' "
-                         f"holds {capacity} of '{spec}' and {others} are counted for other roles (best effort "
-                         f"above the admitted count)")
+        what = (f"prepaid queue '{queue}' holds {capacity}" if queues[queue].billing == "prepaid" else
+                f"pay-as-you-go queue '{queue}' has a quota of {capacity}")
+        return limited, (f"Pending: {count - limited} instance(s) wanted above {limited}: {what} of '{spec}' and "
+                         f"{others} are counted for roles of equal or higher priority (best effort above the "
+                         f"admitted count)")
 
     def _record(self, row: Any, role: str, current: int, count: int, reason: str, pending: str | None,
                 now: datetime) -> bool:
@@ -496,22 +501,24 @@ class Autoscaler:
 
 
 def _slot(deployment: Deployment, role: Role, queues: Mapping[str, Queue]) -> tuple[str, str] | None:
-    """(prepaid queue, compute spec) whose capacity the role counts against; None when nothing limits it."""
+    """(queue, compute spec) whose capacity or quota the role counts against; None when nothing limits it."""
     queue = queues.get(deployment.queue)
-    if queue is None or queue.billing != "prepaid" or deployment.use_idle or role.compute_spec not in queue.capacity:
+    if queue is None or deployment.use_idle or role.compute_spec not in queue.capacity:
         return None
     return deployment.queue, role.compute_spec
 
 
-def _held_by_role(rows: Iterable[Any], queues: Mapping[str, Queue]) -> dict[tuple[str, str], dict[RoleKey, int]]:
-    """Per (prepaid queue, spec): every role's current count."""
-    held: dict[tuple[str, str], dict[RoleKey, int]] = {}
+def _held_by_role(rows: Iterable[Any], queues: Mapping[str, Queue]
+                  ) -> dict[tuple[str, str], dict[RoleKey, tuple[int, int]]]:
+    """Per (queue, spec): every role's current count and its deployment's priority."""
+    held: dict[tuple[str, str], dict[RoleKey, tuple[int, int]]] = {}
     for row in rows:
         deployment = Deployment.model_validate(row.spec)
         for role in deployment.effective_roles():
             slot = _slot(deployment, role, queues)
             if slot is not None:
-                held.setdefault(slot, {})[(row.parent, row.key, role.name)] = role_count(role, row.status)
+                held.setdefault(slot, {})[(row.parent, row.key, role.name)] = (role_count(role, row.status),
+                                                                               deployment.priority)
     return held
 
 

@@ -11,7 +11,8 @@ to the time of reading, so "cost so far" is exact at any moment and "per hour no
 
 After a crash the open intervals are closed at the first observation after the restart: instances outlive the
 platform by design (they are re-adopted), so they are charged for the time it was down. A graceful stop stops the
-instances and closes every interval (`close`).
+instances (`close`: nothing runs from then on) but not the prepaid reservations: held capacity is paid per period
+whatever its use, so the slots deployments reserve stay charged while the platform is stopped.
 
 The clock is wall time (unix seconds), injectable; a whole platform under test reads it from the file named by
 `INFERSTACK_CLOCK_FILE` (tests only), so the cost of a scripted peak can be computed by hand."""
@@ -23,7 +24,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,10 @@ class Meter:
         self._flushed = -float("inf")
 
     def close(self) -> None:
-        """Close every open interval now (the instances stopped) and the database."""
-        self.observe({}, force=True)
+        """The instances stopped: nothing runs from now on, reserved slots stay held. Then close the database."""
+        held = {line: Use(replace(use.charge, running=0), use.price) for line, use in (self._last or {}).values()
+                if use.charge.reserved}
+        self.observe(held, force=True)
         with self._lock:
             self._conn.close()
 

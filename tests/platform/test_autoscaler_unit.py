@@ -389,6 +389,24 @@ def test_a_prepaid_queue_caps_the_count_and_says_pending(tmp_path):
     assert pending in status["autoscaling"]["main"]["reason"]
 
 
+def test_a_pay_as_you_go_quota_caps_the_count_and_lower_priority_roles_do_not(tmp_path):
+    store = Store.open(tmp_path)
+    with store.transaction("test") as tx:
+        tx.put("queues", "q-quota", {"name": "q-quota", "resource_group": "rg-default", "zone": "zone-a",
+                                     "billing": "postpaid", "capacity": {"cpu-small": 4}})
+    wide = {"metrics": [{"metric": "in_flight", "target": 1, "min": 1, "max": 9}]}
+    put(store, "batch", deployment("low", queue="q-quota", replicas=2, priority=3), {"main": 2})
+    put(store, "chat", deployment("elastic", queue="q-quota", replicas=1, priority=7, autoscaling=wide), {"main": 1})
+    reconciler = RecordingReconciler()
+    reconciler.gateway.metrics.stats("chat", "elastic", "chat-elastic-main-1").in_flight = 9
+    one_pass(Autoscaler(store, reconciler, AutoscalerSettings(down_stabilisation_s=0)))
+    status = store.get("deployment", "elastic", "chat").status
+    # 9 wanted; the quota is 4 and the priority-3 role's 2 can be preempted: 4, never past the quota
+    assert status["roles"]["main"]["autoscaled"] == 4
+    assert status["autoscaling"]["main"]["pending"].startswith(
+        "Pending: 5 instance(s) wanted above 4: pay-as-you-go queue 'q-quota' has a quota of 4 of 'cpu-small'")
+
+
 def test_only_the_entry_role_scales_on_metrics_and_gpu_keeps_the_count(tmp_path, caplog):
     store = Store.open(tmp_path)
     gpu = {"metrics": [{"metric": "gpu", "target": 50, "min": 1, "max": 5}]}

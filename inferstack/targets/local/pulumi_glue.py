@@ -52,11 +52,12 @@ _PLATFORM_RULES: dict[str, tuple[str, ...]] = {
         "deployment.compute_spec_exists", "deployment.compute_spec_offered_by_queue", "deployment.subnet_exists",
         "subnet.in_service_vpc", "subnet.zone_matches_queue", "deployment.security_group_exists",
         "security_group.in_service_vpc", "security_group.allows_ports", "deployment.accept_traffic_scope",
-        "capacity.prepaid_fits", "numa.exceeds_half_machine", "use_idle.no_lender",
+        "capacity.prepaid_fits", "capacity.postpaid_quota_fits", "capacity.idle_fits", "numa.exceeds_half_machine",
+        "use_idle.no_lender",
     ),
     "traffic": (),
-    "inventory": ("queue.resource_group_exists", "queue.capacity_spec_exists", "subnet.vpc_exists",
-                  "security_group.vpc_exists", "inventory.name_unique"),
+    "inventory": ("queue.resource_group_exists", "queue.capacity_spec_exists", "queue.billing_matches_resource_group",
+                  "subnet.vpc_exists", "security_group.vpc_exists", "inventory.name_unique"),
 }
 
 
