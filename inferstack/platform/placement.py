@@ -93,12 +93,15 @@ class PlacementBook:
         self.pending: dict[RoleKey, list[Waiting]] = {}
         self.handed: dict[RoleKey, int] = {}  # the count last handed to each role's controller
         self._expected: set[str] | None = None
+        self._gate_until = 0.0
 
     # --- the reconciler's seam ---------------------------------------------------------------------------------------
 
-    def expect(self, services: Iterable[str]) -> None:
-        """Hold every grant until these services have been converged once (start-up)."""
-        self._expected = set(services)
+    def expect(self, services: Iterable[str], within_s: float = 15.0) -> None:
+        """Hold every grant until these services have been converged once (start-up) — at most `within_s`, so a
+        service that fails to converge never holds back the others."""
+        self._expected = set(services) or None
+        self._gate_until = self.clock() + within_s
 
     def converged(self, service: str) -> None:
         if self._expected is not None:
@@ -108,6 +111,10 @@ class PlacementBook:
 
     @property
     def open(self) -> bool:
+        if self._expected is not None and self.clock() >= self._gate_until:
+            log.warning("scheduling without waiting any longer for service(s) %s to converge",
+                        ", ".join(sorted(self._expected)))
+            self._expected = None
         return self._expected is None
 
     def set_inventory(self, inventory: Inventory) -> None:

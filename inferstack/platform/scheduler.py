@@ -23,7 +23,8 @@ The rules (domain.md, Capacity):
   at once (break-before-make, said in the eviction's reason). An instance on a queue its role may no longer use (the
   deployment moved, the lender stopped lending) migrates the same way but is never forced out by a deadline.
 - A role with more instances than it wants (scaled down) loses the not-ready first, then borrowed ones, then the
-  newest. Instances of a role the scheduler has no demand for (being deleted, or not reconciled yet) keep their slots
+  newest. A queue whose capacity shrank below what runs on it loses the excess (first-to-go instances, then the
+  lowest priority, then the newest), which waits as Pending. Instances of a role the scheduler has no demand for (being deleted, or not reconciled yet) keep their slots
   and are never touched.
 - Roles are served highest priority first, then in `Demand.order` (older deployments first); owners before idle
   roles, so spare capacity is what owners leave."""
@@ -238,6 +239,7 @@ class _Pass:
     def run(self) -> Decision:
         for demand in self.demands.values():
             self.scale_down(demand)
+        self.trim()
         for demand in self.ordered(idle=False):
             self.place_owner(demand)
         for demand in self.ordered(idle=True):
@@ -260,6 +262,22 @@ class _Pass:
         order = sorted(staying, key=lambda p: (p.ready, p.queue == demand.queue, -p.since))
         for p in order[:max(surplus, 0)]:
             self.evict(p, SCALED_DOWN, f"{demand.role[1]} wants {demand.want} instance(s): {p.instance} goes")
+
+    def trim(self) -> None:
+        """Evict what runs beyond a queue's capacity (it shrank, or a lender stopped lending)."""
+        on_slot: dict[Slot, list[Placement]] = defaultdict(list)
+        for p in self.placements:
+            if not p.leaving and p.instance not in self.gone:
+                on_slot[(p.queue, p.spec)].append(p)
+        for slot, placed in on_slot.items():
+            capacity = self.capacity(slot)
+            excess = len(placed) - capacity
+            owned = [p for p in placed if p.role in self.demands]
+            order = sorted(owned, key=lambda p: (0 if self.first_to_go(p) else 1, self.demands[p.role].priority,
+                                                 -p.since, p.instance))
+            for p in order[:max(excess, 0)]:
+                self.evict(p, PREEMPTED, f"{p.instance} withdrawn: queue '{slot[0]}' holds {capacity} of "
+                                         f"'{slot[1]}' now and {len(placed)} ran there; it waits as Pending")
 
     def place_owner(self, demand: Demand) -> None:
         slot = (demand.queue, demand.spec)

@@ -84,7 +84,9 @@ def test_apply_validates_the_whole_result_with_the_files_own_paths(client: Platf
         client.apply(stack)
     found = {(f["rule"], f["path"]) for f in err.value.findings}
     assert ("subnet.zone_matches_queue", "services[1].deployments[1].subnet") in found
-    assert ("capacity.prepaid_fits", "services[0].deployments[0].queue") in found
+    # Admission judges what the write adds: the new deployment, not the unchanged one already holding capacity.
+    assert ("capacity.prepaid_fits", "services[1].deployments[0].queue") in found
+    assert ("capacity.prepaid_fits", "services[0].deployments[0].queue") not in found
     with pytest.raises(PlatformError) as err:
         client.apply({"services": [{"name": "Chat_One", "resource_group": "rg-default", "vpc": "vpc-default"}]})
     assert [(f["rule"], f["path"]) for f in err.value.findings] == [("service.key_required", "services[0]")]

@@ -205,3 +205,13 @@ def test_an_instance_on_a_queue_its_role_no_longer_uses_is_replaced_before_it_go
     running = apply(running, d, now=1, ready=True)
     (e,) = schedule([Q, other], demands, running, now=2).evictions
     assert (e.instance, e.reason) == ("low-1", MIGRATED)
+
+
+def test_a_queue_that_shrank_sheds_its_excess_idle_first_then_the_lowest_priority():
+    smaller = QueueInfo("q", "zone-a", "prepaid", False, {"small": 2})
+    idle = Demand(IDLE, "q", "small", "zone-a", 9, True, 1)
+    running = placed(LOW, 1, since=0) + placed(HIGH, 2, since=5) + placed(IDLE, 1, since=1)
+    d = schedule([smaller], [owner(LOW, 1, 3), owner(HIGH, 2, 7), idle], running, now=10)
+    assert sorted((e.instance, e.reason) for e in d.evictions) == [("idle-1", PREEMPTED), ("low-1", PREEMPTED)]
+    assert "queue 'q' holds 2 of 'small' now and 4 ran there" in d.evictions[0].message
+    assert counts(d) == {("low", PREEMPTED): 1, ("idle", WAITING_FOR_LENDER): 1}
