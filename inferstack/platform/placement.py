@@ -175,7 +175,11 @@ class PlacementBook:
         grants = self.grants.get(role_key)
         if not self.open or not grants:
             return False
-        grant = grants.pop(0)
+        grant = grants[0]
+        if grant.count > 1:
+            grants[0] = replace(grant, count=grant.count - 1)
+        else:
+            grants.pop(0)
         self.placements[instance] = Placement(instance, role_key, grant.queue, grant.spec, self.clock())
         where = (f"on idle capacity borrowed from queue '{grant.lender}'" if grant.lender
                  else f"on queue '{grant.queue}'")

@@ -110,12 +110,13 @@ class Policy:
 
 @dataclass(frozen=True)
 class Grant:
-    """A slot a role may start one instance on; `lender` when it borrows a lending queue's spare capacity."""
+    """`count` slots a role may start instances on; `lender` when it borrows a lending queue's spare capacity."""
 
     role: RoleKey
     queue: str
     spec: str
     lender: str | None = None
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,9 @@ class Decision:
 
     def grants_of(self, role: RoleKey) -> list[Grant]:
         return [g for g in self.grants if g.role == role]
+
+    def granted(self, role: RoleKey) -> int:
+        return sum(g.count for g in self.grants if g.role == role)
 
     def pending_of(self, role: RoleKey) -> list[Waiting]:
         return [w for w in self.pending if w.role == role]
@@ -220,11 +224,11 @@ class _Pass:
         self.doomed.pop(p.instance, None)
         self.decision.evictions.append(Eviction(p.instance, p.role, p.queue, reason, message, by))
 
-    def grant(self, demand: Demand, queue: str) -> None:
-        self.occupied[(queue, demand.spec)] += 1
-        self.taking[((queue, demand.spec), demand.role)] += 1
+    def grant(self, demand: Demand, queue: str, count: int) -> None:
+        self.occupied[(queue, demand.spec)] += count
+        self.taking[((queue, demand.spec), demand.role)] += count
         lender = None if queue == demand.queue else queue
-        self.decision.grants.append(Grant(demand.role, queue, demand.spec, lender))
+        self.decision.grants.append(Grant(demand.role, queue, demand.spec, lender, count))
 
     def wait(self, role: RoleKey, reason: str, message: str, count: int = 1) -> None:
         if count > 0:
@@ -282,10 +286,13 @@ class _Pass:
     def place_owner(self, demand: Demand) -> None:
         slot = (demand.queue, demand.spec)
         need = demand.want + demand.surge - len(self.staying(demand))
-        for _ in range(max(need, 0)):
-            if self.free(slot) > 0:
-                self.grant(demand, demand.queue)
-            elif self.stopping[slot] > 0:
+        if need > 0 and self.free(slot) > 0:  # in bulk: a count may be large, slots are counted, not listed
+            granted = min(need, self.free(slot))
+            self.grant(demand, demand.queue, granted)
+            need -= granted
+        while need > 0:
+            need -= 1
+            if self.stopping[slot] > 0:
                 self.stopping[slot] -= 1
                 self.taking[(slot, demand.role)] += 1
                 self.wait(demand.role, PREEMPTING, f"waiting for instance(s) stopping on queue '{slot[0]}' to be "
@@ -293,7 +300,8 @@ class _Pass:
             elif (victim := self.victim(slot, demand)) is not None:
                 self.preempt(victim, demand)
             else:
-                self.no_capacity(demand)
+                self.no_capacity(demand, need + 1)
+                break
 
     def victim(self, slot: Slot, demand: Demand) -> Placement | None:
         """Who goes for `demand` on `slot`: idle-resource (and misplaced) instances first — those already migrating
@@ -327,7 +335,7 @@ class _Pass:
             self.wait(demand.role, PREEMPTING, f"preempting lower-priority instance(s) on queue '{victim.queue}': "
                                                f"waiting for them to stop (their graceful period)")
 
-    def no_capacity(self, demand: Demand) -> None:
+    def no_capacity(self, demand: Demand, count: int) -> None:
         slot = (demand.queue, demand.spec)
         holders: Counter[RoleKey] = Counter(p.role for p in self.placements
                                             if (p.queue, p.spec) == slot and p.instance not in self.gone
@@ -346,20 +354,22 @@ class _Pass:
         if higher:
             top = max(higher, key=lambda r: (self.demands[r].priority, r))
             self.wait(demand.role, PREEMPTED, f"preempted by {label(top)} (priority {self.demands[top].priority}): "
-                                              f"{where}")
+                                              f"{where}", count)
         else:
-            self.wait(demand.role, NO_CAPACITY, where)
+            self.wait(demand.role, NO_CAPACITY, where, count)
 
     def place_idle(self, demand: Demand) -> None:
         need = demand.want + demand.surge - len(self.staying(demand))
-        for _ in range(max(need, 0)):
+        while need > 0:
             queue = self.lender_for(demand)
             if queue is None:
                 self.wait(demand.role, WAITING_FOR_LENDER,
                           f"waiting for a lender: no spare capacity for spec '{demand.spec}' in queue "
-                          f"'{demand.queue}' nor in a lending queue of zone '{demand.zone}'")
-            else:
-                self.grant(demand, queue)
+                          f"'{demand.queue}' nor in a lending queue of zone '{demand.zone}'", need)
+                break
+            granted = min(need, self.free((queue, demand.spec)))
+            self.grant(demand, queue, granted)
+            need -= granted
 
     def lender_for(self, demand: Demand) -> str | None:
         """The role's own queue when it has a free slot, else the lender of its zone with the most spare slots."""
@@ -376,7 +386,7 @@ class _Pass:
         if not going:
             return
         staying = self.staying(demand)
-        placed = len(staying) + len(self.decision.grants_of(demand.role))
+        placed = len(staying) + self.decision.granted(demand.role)
         unreplaced = max(0, demand.want - placed)
         ready = sum(p.ready for p in staying)
         contested = sorted((p for p in going if p.instance in self.doomed),

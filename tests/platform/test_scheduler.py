@@ -48,8 +48,14 @@ def apply(placements: list[Placement], decision: Decision, now: float, ready: bo
         since = decision.doomed.get(p.instance, (None,))[0]
         out.append(replace(p, doomed_since=since))
     for i, g in enumerate(decision.grants):
-        out.append(Placement(f"{g.role[1]}-new{now:g}-{i}", g.role, g.queue, g.spec, now, ready))
+        out.extend(Placement(f"{g.role[1]}-new{now:g}-{i}-{j}", g.role, g.queue, g.spec, now, ready)
+                   for j in range(g.count))
     return out
+
+
+def granted(decision: Decision) -> list[tuple]:
+    """(role, queue, lender) per slot granted."""
+    return sorted((g.role, g.queue, g.lender) for g in decision.grants for _ in range(g.count))
 
 
 def gone(placements: list[Placement]) -> list[Placement]:
@@ -62,7 +68,7 @@ def counts(decision: Decision) -> dict:
 
 def test_a_role_is_placed_within_its_queue_and_the_rest_waits_with_the_reason():
     d = schedule([Q], [owner(LOW, 6, 3)], [], now=0)
-    assert [(g.queue, g.lender) for g in d.grants] == [("q", None)] * 4
+    assert granted(d) == [(LOW, "q", None)] * 4
     (waiting,) = d.pending
     assert (waiting.count, waiting.reason) == (2, NO_CAPACITY)
     assert "no capacity left in queue 'q' for spec 'small' (4 slot(s): batch/low (priority 3): 4)" in waiting.message
@@ -71,7 +77,7 @@ def test_a_role_is_placed_within_its_queue_and_the_rest_waits_with_the_reason():
 def test_a_pay_as_you_go_queue_is_a_quota():
     quota = QueueInfo("pp", "zone-a", "postpaid", False, {"small": 2})
     d = schedule([quota], [owner(LOW, 5, 5, queue="pp")], [], now=0)
-    assert len(d.grants) == 2 and counts(d) == {("low", NO_CAPACITY): 3}
+    assert len(granted(d)) == 2 and counts(d) == {("low", NO_CAPACITY): 3}
     assert "no quota left in queue 'pp'" in d.pending[0].message
 
 
@@ -88,12 +94,12 @@ def test_higher_priority_preempts_the_newest_lower_ones_which_come_back_when_it_
     assert second.evictions == [] and second.grants == []
     assert counts(second) == {("high", PREEMPTING): 2, ("low", PREEMPTED): 2}
     after = schedule([Q], demands, gone(stopping), now=12)
-    assert [g.role for g in after.grants] == [HIGH, HIGH]
+    assert [g[0] for g in granted(after)] == [HIGH, HIGH]
     (low,) = after.pending_of(LOW)
     assert low.reason == PREEMPTED and low.message.startswith("preempted by online/high (priority 7)")
     running = apply(gone(stopping), after, now=12, ready=True)
     back = schedule([Q], [owner(LOW, 4, 3)], [p for p in running if p.role == LOW], now=13)
-    assert [g.role for g in back.grants] == [LOW, LOW] and back.pending == []
+    assert [g[0] for g in granted(back)] == [LOW, LOW] and back.pending == []
 
 
 def test_equal_priority_never_preempts():
@@ -133,7 +139,7 @@ def borrower(want=2) -> Demand:
 
 def test_idle_instances_use_their_own_queue_first_then_a_lender_of_their_zone():
     d = schedule([HOME, LENDER, FAR], [borrower(3)], [], now=0)
-    assert sorted((g.queue, g.lender) for g in d.grants) == [("home", None), ("lend", "lend"), ("lend", "lend")]
+    assert [(q, lender) for _, q, lender in granted(d)] == [("home", None), ("lend", "lend"), ("lend", "lend")]
     full = schedule([HOME, LENDER, FAR], [borrower(4)], [], now=0)
     assert counts(full) == {("idle", WAITING_FOR_LENDER): 1}  # the far lender is in another zone
 
@@ -145,7 +151,7 @@ def test_a_preempted_borrower_migrates_make_before_break():
     # The owner scales 1 → 2: the borrower on its queue is doomed, a replacement goes to the other lender.
     first = schedule(queues, demands, running, now=100)
     assert first.evictions == [] and set(first.doomed) == {"idle-2"}
-    assert [(g.role, g.lender) for g in first.grants] == [(IDLE, "lend2")]
+    assert granted(first) == [(IDLE, "lend2", "lend2")]
     assert counts(first) == {("owner", AWAITING_MIGRATION): 1}
     running = apply(running, first, now=100, ready=False)
     waiting = schedule(queues, demands, running, now=110)  # the replacement is not ready yet: nobody goes
@@ -155,7 +161,7 @@ def test_a_preempted_borrower_migrates_make_before_break():
     assert [(e.instance, e.reason, e.by) for e in swapped.evictions] == [("idle-2", MIGRATED, OWNER)]
     running = gone(apply(running, swapped, now=111))
     last = schedule(queues, demands, running, now=112)
-    assert [(g.role, g.queue) for g in last.grants] == [(OWNER, "lend")] and last.pending == []
+    assert granted(last) == [(OWNER, "lend", None)] and last.pending == []
 
 
 def test_a_preempted_borrower_with_nowhere_to_go_is_withdrawn_at_once_break_before_make():
@@ -188,12 +194,12 @@ def test_scaling_down_drops_the_not_ready_then_borrowed_then_newest():
 
 def test_instances_of_roles_without_a_demand_keep_their_slots():
     d = schedule([Q], [owner(HIGH, 4, 9)], placed(LOW, 3), now=1)
-    assert len(d.grants) == 1 and d.evictions == []
+    assert len(granted(d)) == 1 and d.evictions == []
 
 
 def test_a_rolling_update_may_use_its_surge_slots():
     d = schedule([Q], [owner(LOW, 2, 5, surge=1)], placed(LOW, 2), now=1)
-    assert len(d.grants) == 1
+    assert len(granted(d)) == 1
 
 
 def test_an_instance_on_a_queue_its_role_no_longer_uses_is_replaced_before_it_goes():
@@ -201,7 +207,7 @@ def test_an_instance_on_a_queue_its_role_no_longer_uses_is_replaced_before_it_go
     demands = [owner(LOW, 1, 5, queue="q2")]
     running = placed(LOW, 1, "q")
     d = schedule([Q, other], demands, running, now=1)
-    assert [g.queue for g in d.grants] == ["q2"] and d.evictions == []
+    assert granted(d) == [(LOW, "q2", None)] and d.evictions == []
     running = apply(running, d, now=1, ready=True)
     (e,) = schedule([Q, other], demands, running, now=2).evictions
     assert (e.instance, e.reason) == ("low-1", MIGRATED)
@@ -215,3 +221,10 @@ def test_a_queue_that_shrank_sheds_its_excess_idle_first_then_the_lowest_priorit
     assert sorted((e.instance, e.reason) for e in d.evictions) == [("idle-1", PREEMPTED), ("low-1", PREEMPTED)]
     assert "queue 'q' holds 2 of 'small' now and 4 ran there" in d.evictions[0].message
     assert counts(d) == {("low", PREEMPTED): 1, ("idle", WAITING_FOR_LENDER): 1}
+
+
+def test_huge_counts_are_decided_in_bulk():
+    huge = QueueInfo("q", "zone-a", "postpaid", False, {"small": 10**12})
+    d = schedule([huge], [owner(LOW, 10**15, 5), Demand(IDLE, "q", "small", "zone-a", 5, True, 10**15)], [], now=0)
+    assert [(g.role, g.count) for g in d.grants] == [(LOW, 10**12)]
+    assert counts(d) == {("low", NO_CAPACITY): 10**15 - 10**12, ("idle", WAITING_FOR_LENDER): 10**15}
