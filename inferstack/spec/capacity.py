@@ -59,12 +59,15 @@ class Ask:
         return f"{self.key[0]}/{self.key[1]}"
 
 
-def deployment_asks(svc: Service, dep: Deployment, path: str, inv: Inventory) -> list[Ask]:
-    """The asks of one deployment, one per compute spec its roles use (none when its queue is not known)."""
-    queue = inv.index("queues").get(dep.queue)
+def deployment_asks(svc: Service, dep: Deployment, path: str, inv: Inventory,
+                    indexes: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None) -> list[Ask]:
+    """The asks of one deployment, one per compute spec its roles use (none when its queue is not known).
+    `indexes`: the inventory's queues and subnets by name, when the caller has them already."""
+    queues, subnets = indexes or (inv.index("queues"), inv.index("subnets"))
+    queue = queues.get(dep.queue)
     if queue is None or dep.queue == UNKNOWN:
         return []
-    subnet = inv.index("subnets").get(dep.subnet)
+    subnet = subnets.get(dep.subnet)
     zone = subnet.zone if subnet is not None else queue.zone
     counts: dict[str, int] = defaultdict(int)
     for role in dep.effective_roles():
@@ -83,12 +86,13 @@ def asks(services: Sequence[Service], paths: Sequence[str], inv: Inventory,
     repaired deployment asks nothing yet — its stand-in values are not what it will ask (checked once fixed)."""
     out: list[Ask] = []
     repairs = list(deployment_indexes or [None] * len(services))
+    by_name = (inv.index("queues"), inv.index("subnets"))
     for svc, base, repair in zip(services, paths, repairs):
         for i, dep in enumerate(svc.deployments):
             j = repair.indexes[i] if repair is not None else i
             if repair is not None and repair.field_errors.get(j):
                 continue
-            out.extend(deployment_asks(svc, dep, f"{base}.deployments[{j}]", inv))
+            out.extend(deployment_asks(svc, dep, f"{base}.deployments[{j}]", inv, by_name))
     return out
 
 
@@ -135,17 +139,28 @@ class Admitted:
 def capacity_findings(services: Sequence[Service], paths: Sequence[str], inv: Inventory, *,
                       admitted: Admitted | None = None,
                       deployment_indexes: Sequence[Any] | None = None) -> list[Finding]:
-    """Admission with priority over every queue and spec; one finding per refused ask (see the module docstring)."""
+    """Admission with priority over every queue and spec; one finding per refused ask (see the module docstring).
+    Linear in the asks after a sort: what each priority holds is summed once per queue and spec."""
     found = asks(services, paths, inv, deployment_indexes)
     queues = inv.index("queues")
-    out: list[Finding] = []
     by_slot: dict[tuple[str, str], list[Ask]] = defaultdict(list)
     for ask in found:
         if not ask.idle:
             by_slot[(ask.queue, ask.spec)].append(ask)
+    at_or_above: dict[tuple[str, str], tuple[list[Ask], dict[int, int], dict[int, int]]] = {}
+    for slot, slot_asks in by_slot.items():
+        ranked = sorted(slot_asks, key=lambda a: -a.priority)  # stable: input order within a priority
+        total: dict[int, int] = {}
+        number: dict[int, int] = {}
+        running = 0
+        for i, a in enumerate(ranked):
+            running += a.count
+            total[a.priority] = running
+            number[a.priority] = i + 1
+        at_or_above[slot] = (ranked, total, number)
+    out: list[Finding] = []
     for ask in found:
-        judged = admitted is None or admitted.judges(ask, inv)
-        if not judged:
+        if admitted is not None and not admitted.judges(ask, inv):
             continue
         if ask.idle:
             out.extend(_idle_finding(ask, inv))
@@ -154,17 +169,18 @@ def capacity_findings(services: Sequence[Service], paths: Sequence[str], inv: In
         capacity = queue.capacity.get(ask.spec)
         if capacity is None:
             continue  # the spec is not offered: deployment.compute_spec_offered_by_queue says so
-        holders = [a for a in by_slot[(ask.queue, ask.spec)] if a is not ask and a.priority >= ask.priority]
-        held = sum(a.count for a in holders)
+        ranked, total, number = at_or_above[(ask.queue, ask.spec)]
+        held = total[ask.priority] - ask.count
         if ask.count + held > capacity:
-            out.append(_over_capacity(ask, queue, capacity, holders, held))
+            shown = [a for a in ranked[:4] if a is not ask and a.priority >= ask.priority][:3]
+            out.append(_over_capacity(ask, queue, capacity, shown, number[ask.priority] - 1, held))
     return out
 
 
-def _over_capacity(ask: Ask, queue: Queue, capacity: int, holders: list[Ask], held: int) -> Finding:
+def _over_capacity(ask: Ask, queue: Queue, capacity: int, shown: list[Ask], holders: int, held: int) -> Finding:
     free = max(capacity - held, 0)
-    listed = ", ".join(f"{a.label} (priority {a.priority}): {a.count}" for a in holders[:3])
-    more = f" and {len(holders) - 3} more" if len(holders) > 3 else ""
+    listed = ", ".join(f"{a.label} (priority {a.priority}): {a.count}" for a in shown)
+    more = f" and {holders - len(shown)} more" if holders > len(shown) else ""
     by = f": {listed}{more}" if holders else ""
     if queue.billing == "prepaid":
         rule, what = "capacity.prepaid_fits", f"prepaid queue '{queue.name}' cannot admit this"
