@@ -396,7 +396,7 @@ class Platform:
         _canonical(new, services)
         context = PlanContext(inventory=new.inventory_model(), current_replicas=old.replicas,
                               converted={k for k, s in old.services.items() if s.converted},
-                              others=new.sharing_capacity(services), instances=old.instances)
+                              others=old.sharing_capacity(services, new), instances=old.instances)
         plan = diff(old.stack(services, inventory), new.stack(services, inventory), context)
         ops = _row_ops(plan, old, new, services, forced)
         warnings = [f.to_dict() for f in report.findings if f.severity.value == "warning"

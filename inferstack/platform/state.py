@@ -65,6 +65,7 @@ class State:
     replicas: dict[tuple[str, str, str], int] = field(default_factory=dict)
     instances: dict[tuple[str, str, str], list[LiveInstance]] = field(default_factory=dict)
     """Running instances per role and where they are placed (the scheduler's status), for the plan's preemptions."""
+    _parsed: dict[str, Service] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, store: Store) -> State:
@@ -92,7 +93,12 @@ class State:
         return cls(inventory, services, replicas, instances)
 
     def copy(self) -> State:
-        return copy.deepcopy(self)
+        """A copy to change (without the parsed services: they would go stale)."""
+        cache, self._parsed = self._parsed, None
+        try:
+            return copy.deepcopy(self)
+        finally:
+            self._parsed = cache
 
     def first(self, service: str | None = None, deployment: str | None = None,
               inventory: tuple[str, str] | None = None) -> State:
@@ -113,22 +119,27 @@ class State:
     def inventory_model(self) -> Inventory:
         return Inventory.model_validate(self.inventory_data())
 
-    def parsed_services(self) -> list[Service]:
-        """The services that parse (a stored service always does; a broken one is skipped, never fatal)."""
-        return [s for s in (parse(Service, d, "")[0] for d in self.services_data()) if s is not None]
+    def parsed_services(self) -> dict[str, Service]:
+        """The services that parse, by key (a stored one always does; a broken one is skipped, never fatal). Parsed
+        once per loaded state: use it on a state that is read, not changed (`old`)."""
+        if self._parsed is None:
+            parsed = {k: parse(Service, s.data(), "")[0] for k, s in self.services.items()}
+            self._parsed = {k: svc for k, svc in parsed.items() if svc is not None}
+        return self._parsed
 
-    def sharing_capacity(self, written: Iterable[str]) -> list[Service]:
-        """The services not in `written` that use a queue the written ones use (or a lending queue): the plan
-        weighs capacity against them."""
-        queues = {d.get("queue") for k in written if k in self.services for d in self.services[k].deployments.values()}
-        queues |= {name for name, q in self.inventory.get("queues", {}).items() if q.get("lends_idle")}
-        others = [s.data() for k, s in self.services.items() if k not in set(written)
-                  and any(d.get("queue") in queues for d in s.deployments.values())]
-        return [s for s in (parse(Service, d, "")[0] for d in others) if s is not None]
+    def sharing_capacity(self, written: Iterable[str], after: State) -> list[Service]:
+        """The services not `written` that use a queue the written ones use in `after` (or a lending queue): the
+        plan weighs capacity against them. They are the same in this state and in `after` (they are not written),
+        so this state's parse serves."""
+        written = set(written)
+        queues = {d.get("queue") for k in written if k in after.services for d in after.services[k].deployments.values()}
+        queues |= {name for name, q in after.inventory.get("queues", {}).items() if q.get("lends_idle")}
+        return [svc for k, svc in self.parsed_services().items() if k not in written and k in after.services
+                and any(d.get("queue") in queues for d in self.services[k].deployments.values())]
 
     def admitted(self) -> Admitted:
         """What this (stored) state admitted: capacity judges a write only on what it adds (spec.capacity)."""
-        return Admitted.of(self.parsed_services(), self.inventory_model())
+        return Admitted.of(list(self.parsed_services().values()), self.inventory_model())
 
     def services_data(self) -> list[dict[str, Any]]:
         return [s.data() for s in self.services.values()]

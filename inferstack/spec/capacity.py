@@ -35,9 +35,14 @@ from .types import UNKNOWN
 AskKey = tuple[str, str, str]  # (service key, deployment key, compute spec)
 
 
-def role_ask(role: Role) -> int:
-    """Instances admission counts for a role: its replicas (or autoscaling min) plus its max surge."""
-    replicas = role.starting_replicas
+def role_ask(role: Role | Deployment) -> int:
+    """Instances admission counts for a role (or a standard deployment's inline one): its replicas (or autoscaling
+    min) plus its max surge."""
+    if role.replicas is not None:
+        replicas = role.replicas
+    else:
+        replicas = role.autoscaling.floor if role.autoscaling else 1  # as Role.starting_replicas
+    assert role.rolling_update is not None
     return replicas + role.rolling_update.bounds(replicas)[1]
 
 
@@ -70,7 +75,11 @@ def deployment_asks(svc: Service, dep: Deployment, path: str, inv: Inventory,
     subnet = subnets.get(dep.subnet)
     zone = subnet.zone if subnet is not None else queue.zone
     counts: dict[str, int] = defaultdict(int)
-    for role in dep.effective_roles():
+    # A standard deployment's one role without building it (`effective_roles` copies models: admission runs over
+    # every deployment on every write).
+    multi = dep.inference_mode == "multi_role" or bool(dep.roles)
+    roles: Sequence[Role | Deployment] = (dep.roles or []) if multi else [dep]
+    for role in roles:
         if role.compute_spec is None or role.compute_spec == UNKNOWN or role.rolling_update is None:
             continue
         counts[role.compute_spec] += role_ask(role)

@@ -5,6 +5,7 @@ all violations are reported at once with their exact paths."""
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 from typing import Any, Literal
@@ -164,6 +165,7 @@ class RollingUpdate(Model):
         return rolling_bounds(replicas, self.max_unavailable, self.max_surge)
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and exact decimal arithmetic is slow: admission asks it per deployment
 def rolling_bounds(replicas: int, max_unavailable_pct: float, max_surge_pct: float) -> tuple[int, int]:
     """Kubernetes rounding of a rolling update's percentages at `replicas`: (max unavailable rounded down, max surge
     rounded up); when both come out 0, one instance may be unavailable. Exact decimal arithmetic (25 % of 4 is 1)."""
