@@ -121,14 +121,14 @@ def _by_slot(uses: dict[RoleKey, _Use]) -> dict[Slot, list[_Use]]:
     return out
 
 
-def _ordinal(instance: str) -> int:
+def instance_ordinal(instance: str) -> int:
     """Instance ids end with an increasing number (`chat-stable-main-3`): the higher, the newer."""
     match = re.search(r"(\d+)$", instance)
     return int(match.group(1)) if match else 0
 
 
 def _newest_first(ids: list[str]) -> list[str]:
-    return sorted(ids, key=lambda i: (_ordinal(i), i), reverse=True)
+    return sorted(ids, key=lambda i: (instance_ordinal(i), i), reverse=True)
 
 
 def preemptions(old: StackFile, new: StackFile, context: PlanContext) -> list[Preemption]:
@@ -180,7 +180,7 @@ def _idle_overflow(slot: Slot, spare: int, after: dict[RoleKey, _Use], live: dic
     overflow = len(idle) - max(spare, 0)
     if overflow <= 0 or not gainers:
         return []
-    idle.sort(key=lambda ui: (ui[0].priority, -_ordinal(ui[1].id)))
+    idle.sort(key=lambda ui: (ui[0].priority, -instance_ordinal(ui[1].id)))
     going: dict[RoleKey, list[str]] = defaultdict(list)
     for use, inst in idle[:overflow]:
         going[use.key].append(inst.id)
@@ -189,4 +189,4 @@ def _idle_overflow(slot: Slot, spare: int, after: dict[RoleKey, _Use], live: dic
                        migrates=True) for key, ids in going.items()]
 
 
-__all__ = ["Preemption", "preemptions", "steady_count"]
+__all__ = ["Preemption", "instance_ordinal", "preemptions", "steady_count"]

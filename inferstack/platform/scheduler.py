@@ -22,6 +22,7 @@ The rules (domain.md, Capacity):
   no replacement can be placed, or the replacement is not ready within `Policy.make_before_break_s`, it is withdrawn
   at once (break-before-make, said in the eviction's reason). An instance on a queue its role may no longer use (the
   deployment moved, the lender stopped lending) migrates the same way but is never forced out by a deadline.
+- "Newest" is the latest placed; among instances placed at once, the highest instance number.
 - A role with more instances than it wants (scaled down) loses the not-ready first, then borrowed ones, then the
   newest. A queue whose capacity shrank below what runs on it loses the excess (first-to-go instances, then the
   lowest priority, then the newest), which waits as Pending. Instances of a role the scheduler has no demand for (being deleted, or not reconciled yet) keep their slots
@@ -35,6 +36,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from inferstack.plan.capacity import instance_ordinal
 from inferstack.spec import Queue
 
 RoleKey = tuple[str, str, str]  # (service key, deployment key, role name)
@@ -263,7 +265,8 @@ class _Pass:
         # Instances migrating since an earlier pass are on their way out: their replacements are not surplus.
         staying = [p for p in self.staying(demand) if p.doomed_since is None]
         surplus = len(staying) - (demand.want + demand.surge)
-        order = sorted(staying, key=lambda p: (p.ready, p.queue == demand.queue, -p.since))
+        order = sorted(staying, key=lambda p: (p.ready, p.queue == demand.queue, -p.since,
+                                               -instance_ordinal(p.instance)))
         for p in order[:max(surplus, 0)]:
             self.evict(p, SCALED_DOWN, f"{demand.role[1]} wants {demand.want} instance(s): {p.instance} goes")
 
@@ -278,7 +281,7 @@ class _Pass:
             excess = len(placed) - capacity
             owned = [p for p in placed if p.role in self.demands]
             order = sorted(owned, key=lambda p: (0 if self.first_to_go(p) else 1, self.demands[p.role].priority,
-                                                 -p.since, p.instance))
+                                                 -p.since, -instance_ordinal(p.instance), p.instance))
             for p in order[:max(excess, 0)]:
                 self.evict(p, PREEMPTED, f"{p.instance} withdrawn: queue '{slot[0]}' holds {capacity} of "
                                          f"'{slot[1]}' now and {len(placed)} ran there; it waits as Pending")
@@ -315,7 +318,8 @@ class _Pass:
                 continue
             first = self.first_to_go(p)
             if first or owner.priority < demand.priority:
-                candidates.append((0 if first else 1, p.doomed_since is None, owner.priority, -p.since, p.instance, p))
+                candidates.append((0 if first else 1, p.doomed_since is None, owner.priority, -p.since,
+                                   -instance_ordinal(p.instance), p.instance, p))
         return min(candidates)[-1] if candidates else None
 
     def preempt(self, victim: Placement, demand: Demand) -> None:
