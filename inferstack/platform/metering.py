@@ -107,18 +107,25 @@ class Meter:
         self._conn.execute(_SCHEMA)
         self._last: dict[tuple, tuple[Line, Use]] | None = None
         self._flushed = -float("inf")
+        self._closed = False
 
     def close(self) -> None:
-        """The instances stopped: nothing runs from now on, reserved slots stay held. Then close the database."""
+        """The instances stopped: nothing runs from now on, reserved slots stay held. Then close the database (once;
+        a closed meter observes nothing)."""
+        if self._closed:
+            return
         held = {line: Use(replace(use.charge, running=0), use.price) for line, use in (self._last or {}).values()
                 if use.charge.reserved}
         self.observe(held, force=True)
         with self._lock:
+            self._closed = True
             self._conn.close()
 
     def observe(self, usage: Mapping[Line, Use], *, force: bool = False) -> None:
         """The use of every line from now on (lines not named use nothing). Written when it changed, or once per
         `flush_s`."""
+        if self._closed:
+            return
         current = {line.key: (line, use) for line, use in usage.items()}
         now = self.clock()
         if not force and current == self._last and now - self._flushed < self.flush_s:
