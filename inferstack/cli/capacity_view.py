@@ -22,11 +22,12 @@ def print_placements(console: Console, deployments: list[dict[str, Any]]) -> Non
             name = key if role == "main" else f"{key}/{role}"
             where: Counter[str] = Counter()
             for inst in info.get("instances") or []:
-                if inst.get("phase") == "terminating" or not inst.get("queue"):
+                placed = inst.get("placement") or {}
+                if inst.get("phase") == "terminating" or not placed.get("queue"):
                     continue
-                spot = (f"borrowed from {inst['borrowed_from']}" if inst.get("borrowed_from")
-                        else f"on {inst['queue']}")
-                where[spot + (" (migrating)" if inst.get("migrating") else "")] += 1
+                spot = (f"borrowed from {placed['borrowed_from']}" if placed.get("borrowed_from")
+                        else f"on {placed['queue']}")
+                where[spot + (" (migrating)" if placed.get("migrating") else "")] += 1
             if where:
                 out.append(Text(f"  {name}: " + ", ".join(f"{n} {spot}" for spot, n in where.items())))
             for w in info.get("pending") or []:

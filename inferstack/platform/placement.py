@@ -15,7 +15,7 @@ The seam with the reconciler (the only places it calls):
   `Preempting`, `Migrating`, `Migrated`, `MigratedBreakBeforeMake`, `FailedScheduling`), the deployments whose
   pending or placements changed get their status rewritten, and the meter is told what is used;
 - `role_status(role)` / `instance_status(id)`: the status fields (see `README`: `roles[r].pending`, and per instance
-  `queue`, `compute_spec`, `borrowed_from`, `migrating`).
+  `placement: {queue, compute_spec, borrowed_from, migrating}`).
 
 Nothing starts until every service known at start-up has been converged once (`expect` / `converged`), so a
 restarted platform never hands a low-priority role the slots a higher one it has not read yet would take."""
@@ -164,8 +164,9 @@ class PlacementBook:
         for info in instances:
             instance = info.get("id")
             if isinstance(instance, str):
-                self.placements[instance] = Placement(instance, role_key, str(info.get("queue") or queue),
-                                                      str(info.get("compute_spec") or spec), 0.0,
+                placed = info.get("placement") if isinstance(info.get("placement"), Mapping) else {}
+                self.placements[instance] = Placement(instance, role_key, str(placed.get("queue") or queue),
+                                                      str(placed.get("compute_spec") or spec), 0.0,
                                                       bool(info.get("ready")))
 
     def admit(self, role_key: RoleKey, instance: str) -> bool:
@@ -193,15 +194,16 @@ class PlacementBook:
         return {"pending": [w.to_dict() for w in self.pending.get(role_key, [])]}
 
     def instance_status(self, instance: str) -> dict[str, Any]:
-        """Where an instance runs: `queue`, `compute_spec`, `borrowed_from` (a lender's queue, or None) and
-        `migrating` (it goes once its replacement is ready)."""
+        """Where an instance runs: `{"placement": {queue, compute_spec, borrowed_from (a lender's queue, or None),
+        migrating (it goes once its replacement is ready)}}`; {} when it is not placed."""
         p = self.placements.get(instance)
         if p is None:
             return {}
         role = self.roles.get(p.role)
         own = role.demand.queue if role is not None else p.queue
-        return {"queue": p.queue, "compute_spec": p.spec, "borrowed_from": p.queue if p.queue != own else None,
-                "migrating": instance in self.doomed}
+        return {"placement": {"queue": p.queue, "compute_spec": p.spec,
+                              "borrowed_from": p.queue if p.queue != own else None,
+                              "migrating": instance in self.doomed}}
 
     def pending_note(self, role_key: RoleKey) -> str:
         """One line about a role's pending instances, for its conditions' messages ('' when none)."""

@@ -87,8 +87,9 @@ class State:
                         replicas[(r.key, d.key, role)] = counts["desired"]
                     if isinstance(counts, dict):
                         instances[(r.key, d.key, role)] = [
-                            LiveInstance(i["id"], i["queue"], str(i.get("compute_spec") or ""))
-                            for i in counts.get("instances") or [] if isinstance(i, dict) and i.get("queue")
+                            LiveInstance(i["id"], i["placement"]["queue"], str(i["placement"].get("compute_spec") or ""))
+                            for i in counts.get("instances") or [] if isinstance(i, dict)
+                            and isinstance(i.get("placement"), dict) and i["placement"].get("queue")
                             and i.get("phase") != "terminating"]
         return cls(inventory, services, replicas, instances)
 

@@ -44,7 +44,8 @@ def role(client: PlatformClient, svc: str, dep: str) -> dict[str, Any]:
 
 
 def live(info: dict[str, Any]) -> list[dict[str, Any]]:
-    return [i for i in info.get("instances", []) if i.get("phase") != "terminating"]
+    """The instances not stopping, each with its placement's fields at the top (`queue`, `borrowed_from`, …)."""
+    return [{**i, **i["placement"]} for i in info.get("instances", []) if i.get("phase") != "terminating"]
 
 
 def reasons(client: PlatformClient, svc: str) -> list[tuple[str, str]]:

@@ -95,8 +95,8 @@ def test_instances_start_only_on_granted_slots_and_a_higher_priority_preempts_th
     book.run()
     low.converge()
     assert [r.id for r in low.records] == [f"batch-d-main-{i}" for i in range(1, 5)]
-    assert book.instance_status("batch-d-main-1") == {"queue": "q-four", "compute_spec": "cpu-small",
-                                                      "borrowed_from": None, "migrating": False}
+    assert book.instance_status("batch-d-main-1") == {"placement": {
+        "queue": "q-four", "compute_spec": "cpu-small", "borrowed_from": None, "migrating": False}}
 
     high = want(book, controllers, "online", deployment("d", 2, 7))
     book.run()
