@@ -302,8 +302,9 @@ def diff(old: StackFile | None, new: StackFile | None, context: PlanContext | No
             dkey = key_of_deployment(dep)
             if dkey in old_deps:
                 warnings.extend(ignored_replicas_warnings(f"{key}/{dkey}", old_deps[dkey], dep))
-    return Plan(changes=changes, warnings=warnings, cost=plan_cost(old, new, context),
-                preemptions=preemptions(old, new, context) if changes else [])
+    # Preemption is forecast by the embedded platform's scheduler rules; on a cluster its own scheduler decides.
+    forecast = preemptions(old, new, context) if changes and context.target != "kubernetes" else []
+    return Plan(changes=changes, warnings=warnings, cost=plan_cost(old, new, context), preemptions=forecast)
 
 
 def diff_object(kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None,
