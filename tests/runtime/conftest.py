@@ -201,7 +201,7 @@ async def running_controller(tmp_path: Path, prefix: str = "chat-canary-main", *
 
 def is_complete(controller: RoleController, revision: str) -> bool:
     status = controller.status()
-    return status.revision == revision and status.condition("Progressing").reason == "Complete"
+    return status.revision == revision and status.condition("Progressing").reason == "NewReplicaSetAvailable"
 
 
 class Sampler:

@@ -135,15 +135,17 @@ async def test_secrets_appear_in_no_log_repr_or_status(tmp_path, caplog):
 
 async def test_status_before_and_after_configuration(tmp_path):
     async with running_controller(tmp_path) as ctl:
-        assert ctl.status().condition("Ready").reason == "NotConfigured"
+        assert ctl.status().condition("Available").reason == "NotConfigured"
         ctl.set_desired(echo_template("a"), 2, RollingUpdate(0, 50))
         status = ctl.status()
-        assert status.condition("Progressing").status == "True"
-        assert status.condition("Ready").status == "False"
+        assert (status.condition("Progressing").status, status.condition("Progressing").reason) == (
+            "True", "ReplicaSetUpdated")
+        assert (status.condition("Available").status, status.condition("Available").reason) == (
+            "False", "MinimumReplicasUnavailable")
         await wait_until(lambda: is_complete(ctl, "a"), 10, "complete")
         status = ctl.status()
-        assert status.condition("Ready").message == "2/2 instances ready (at least 1 required)"
-        assert status.condition("Progressing").message == "2/2 instances of revision a ready"
+        assert status.condition("Available").message == "2/2 instances ready (at least 1 required)"
+        assert status.condition("Progressing").message == "revision a rolled out: 2/2 instances of revision a ready"
         with pytest.raises(RuntimeError):
             ctl.adopt_existing([])  # too late: this controller already started instances
         with pytest.raises(ValueError):

@@ -39,7 +39,7 @@ async def test_echo_serves_health_within_its_startup_budget(tmp_path):
                 pass
             await asyncio.sleep(0.002)
         figures.append(time.perf_counter() - started)
-        assert await process.terminate(2.0) == 0
+        assert (await process.terminate(2.0)).exit_code == 0
     print(f"\necho start-up (spawn → first 200 from /healthz): {[round(f * 1000) for f in figures]} ms, "
           f"median {statistics.median(figures) * 1000:.0f} ms")
     assert statistics.median(figures) < 1.0  # target 200 ms; timing belongs in benches, this guards regressions
@@ -187,7 +187,7 @@ async def test_lifecycle_knobs(start_echo, tmp_path):
     await wait_until(lambda: late.log_path.exists() and "waiting 0.5s before listening" in late.log(), 5, "start")
     with pytest.raises(OSError):  # not listening before ECHO_STARTUP_DELAY_S has passed
         await http(late.port, "GET", "/healthz")
-    assert await asyncio.wait_for(late.process.terminate(5.0), 2) == 0  # SIGTERM while still waiting: a clean exit
+    assert (await asyncio.wait_for(late.process.terminate(5.0), 2)).exit_code == 0  # SIGTERM while still waiting: a clean exit
 
     dying = await start_echo(ECHO_FAIL_LIVENESS_AFTER_S="0.4")
     assert (await http(dying.port, "GET", "/livez"))[0] == 200

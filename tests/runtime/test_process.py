@@ -75,9 +75,9 @@ async def test_sigkill_comes_only_after_the_graceful_period(tmp_path):
     process = InstanceProcess.spawn([PY, "-c", STUBBORN, str(marker)], env=ENV, log_path=log)
     await wait_for_line(log, "up")
     started = time.time()
-    code = await process.terminate(0.6)
+    stopped = await process.terminate(0.6)
     ended = time.time()
-    assert code == -signal.SIGKILL
+    assert (stopped.exit_code, stopped.forced) == (-signal.SIGKILL, True)
     assert marker.exists(), "SIGTERM never reached the instance"
     sigterm_at = float(marker.read_text())
     assert sigterm_at - started < 0.3  # SIGTERM first, at once
@@ -90,9 +90,10 @@ async def test_an_instance_that_exits_on_sigterm_is_not_kept_waiting(tmp_path):
     process = InstanceProcess.spawn([PY, "-c", POLITE], env=ENV, log_path=log)
     await wait_for_line(log, "up")
     started = time.monotonic()
-    assert await process.terminate(10.0) == 0
+    stopped = await process.terminate(10.0)
+    assert (stopped.exit_code, stopped.forced, stopped.leftovers) == (0, False, ())
     assert time.monotonic() - started < 1.0
-    assert await process.terminate(10.0) == 0  # terminating twice is harmless
+    assert (await process.terminate(10.0)).exit_code == 0  # terminating twice is harmless
 
 
 async def test_terminating_kills_what_the_instance_started(tmp_path):
@@ -117,7 +118,7 @@ async def test_adopt_checks_pid_and_start_time(tmp_path):
     assert adopted is not None and adopted.is_running()
     # The adopted handle (no Popen) terminates it, sees the exit, and reaps the zombie of our own child.
     await wait_for_line(tmp_path / "p.log", "up")
-    assert await adopted.terminate(5.0) == 0
+    assert (await adopted.terminate(5.0)).exit_code == 0
     assert process_start_time(process.pid) is None
     assert InstanceProcess.adopt(process.pid, process.start_time) is None  # gone
 
@@ -139,7 +140,7 @@ async def test_adopted_process_that_is_not_our_child_is_watched_and_terminated(t
         assert adopted is not None
         await asyncio.sleep(0.3)  # let it install its SIGTERM handler
         started = time.monotonic()
-        assert await adopted.terminate(0.4) is None  # not our child: the exit code is not ours to know
+        assert (await adopted.terminate(0.4)).exit_code is None  # not our child: the exit code is not ours to know
         assert time.monotonic() - started >= 0.4
         assert marker.exists() and not is_running(pid)
     finally:

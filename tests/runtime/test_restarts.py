@@ -80,7 +80,7 @@ async def test_failing_startup_probe_restarts_and_degrades_with_the_probe_named(
         message = ctl.status().condition("Degraded").message
         assert ctl.instances()[0].restarts >= 1
     # 503 while warming up (or refused, when a loaded machine starts it slower than the 3 probes take).
-    assert re.search(r"^instance chat-canary-main-1 failed its startup probe 3 time\(s\) in a row "
+    assert re.search(r"crash-looping \(1\): instance chat-canary-main-1 failed its startup probe 3 time\(s\) in a row "
                      r"\(HTTP GET /healthz on port \d+: (503|Connection refused)\) \(see log .*chat-canary-main-1.log\)",
                      message), message
 

@@ -43,7 +43,7 @@ async def test_rolling_update_stays_within_surge_and_unavailability_at_every_mom
             assert (status, headers["x-echo-version"], headers["x-echo-instance"]) == (200, "b", record.id)
         status = ctl.status()
         assert (status.ready, status.total, status.updated, status.updated_ready) == (4, 4, 4, 4)
-        assert status.condition("Ready").status == "True"
+        assert status.condition("Available").status == "True"
         assert status.condition("Degraded").status == "False"
 
 
@@ -61,8 +61,10 @@ async def test_broken_revision_stops_the_rollout_degraded_and_old_instances_keep
 
         status = ctl.status()
         degraded = status.condition("Degraded")
-        assert degraded.reason == "ProgressDeadlineExceeded"
-        assert status.condition("Progressing").reason == "ProgressDeadlineExceeded"
+        assert degraded.reason == "CrashLoopBackOff"  # every new instance crash-loops: no wait for the deadline
+        assert (status.condition("Progressing").status, status.condition("Progressing").reason) == (
+            "False", "CrashLoopBackOff")
+        assert status.condition("Available").status == "True"  # the earlier revision serves
         assert "exited with code 1 during start-up (see log " in degraded.message
         assert "revision bad" in degraded.message and "of earlier revisions still serving" in degraded.message
         log_path = Path(degraded.message.split("(see log ")[1].split(")")[0])
@@ -88,7 +90,7 @@ async def test_changing_the_replica_count_alone_scales_without_a_rollout(tmp_pat
         await wait_until(lambda: is_complete(ctl, "a"), 10, "2 instances")
         first = {r.id: r.pid for r in ctl.instances()}
         ctl.set_desired(echo_template("a"), 4, RollingUpdate(25, 25))
-        assert ctl.status().condition("Progressing").reason == "ScalingUp"
+        assert ctl.status().condition("Progressing").reason == "ReplicaSetUpdated"
         await wait_until(lambda: is_complete(ctl, "a") and ctl.status().ready == 4, 10, "4 instances")
         assert {r.id: r.pid for r in ctl.instances() if r.id in first} == first  # nobody restarted
         ctl.set_desired(echo_template("a"), 1, RollingUpdate(25, 25))

@@ -14,9 +14,10 @@ from inferstack.platform.runtime.probes import (
     TcpSocket,
     check,
 )
-from inferstack.platform.runtime.process import InstanceProcess, free_port, process_start_time
-from inferstack.platform.runtime.status import Condition, InstanceRecord, RoleStatus
+from inferstack.platform.runtime.process import InstanceProcess, Termination, free_port, process_start_time
+from inferstack.platform.runtime.status import Condition, InstanceRecord, RoleStatus, RuntimeEvent
 from inferstack.platform.runtime.template import INHERITED_ENV, Mount, RoleTemplate, RollingUpdate
+from inferstack.platform.runtime.tree import ProcessTree
 
 __all__ = [
     "DEFAULT_READINESS",
@@ -32,11 +33,14 @@ __all__ = [
     "ProbeState",
     "ProbeTarget",
     "Probes",
+    "ProcessTree",
     "RoleController",
     "RoleStatus",
     "RoleTemplate",
     "RollingUpdate",
+    "RuntimeEvent",
     "TcpSocket",
+    "Termination",
     "check",
     "free_port",
     "process_start_time",

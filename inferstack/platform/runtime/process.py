@@ -3,6 +3,10 @@
 A process is identified by its pid *and* its start time (field 22 of ``/proc/<pid>/stat``), so a recycled pid is never
 mistaken for the instance that had it. Exits are observed through a pidfd (no polling, no threads) where the kernel
 offers one, else by polling ``/proc``; that works alike for our children and for adopted processes.
+
+An instance spawned with a ``ProcessTree`` takes its whole tree with it when it stops (``tree.py``: cgroup, inherited
+marker, session): SIGTERM goes to the instance's own process, as Kubernetes sends it to a container's first process;
+when that exits — or its graceful period runs out and it is killed — whatever is left of its tree is killed too.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+from inferstack.platform.runtime.tree import ProcessTree, forget_child, register_child
 
 log = logging.getLogger("inferstack.runtime")
 
@@ -60,14 +67,31 @@ def _open_pidfd(pid: int) -> int | None:
         return None
 
 
+@dataclass(frozen=True)
+class Termination:
+    """How a process ended when it was stopped: its exit code, whether it needed SIGKILL after its graceful period,
+    and the other processes of its tree that were still running and had to be killed."""
+
+    exit_code: int | None
+    forced: bool
+    leftovers: tuple[int, ...] = ()
+    grace_s: float = 0.0
+
+    @property
+    def clean(self) -> bool:
+        return not self.forced and not self.leftovers
+
+
 class InstanceProcess:
     """A handle on one instance process, spawned here or adopted; safe to wait on and terminate from asyncio."""
 
     def __init__(self, pid: int, start_time: int, *, popen: subprocess.Popen | None = None,
-                 pidfd: int | None = None, owns_group: bool = False, log_path: Path | None = None) -> None:
+                 pidfd: int | None = None, owns_group: bool = False, log_path: Path | None = None,
+                 tree: ProcessTree | None = None) -> None:
         self.pid = pid
         self.start_time = start_time
         self.log_path = log_path
+        self.tree = tree
         self._popen = popen
         self._pidfd = pidfd
         self._owns_group = owns_group  # pid leads its own process group: kill the group, leave no grandchildren
@@ -78,25 +102,32 @@ class InstanceProcess:
 
     @classmethod
     def spawn(cls, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | Path | None = None,
-              log_path: Path | None = None) -> InstanceProcess:
+              log_path: Path | None = None, tree: ProcessTree | None = None) -> InstanceProcess:
         """Start ``argv`` (no shell) in a session of its own, so it outlives a crash of the platform.
 
-        stdout and stderr are appended to ``log_path`` (discarded when None). ``env`` is the whole environment.
+        stdout and stderr are appended to ``log_path`` (discarded when None). ``env`` is the whole environment (plus
+        the tree's marker). With a ``tree`` the process joins it (its cgroup) and stopping it stops the whole tree;
+        without one, stopping it kills its process group.
         """
         if not argv:
             raise ValueError("argv is empty")
+        full_env = {**env, **tree.env()} if tree is not None else dict(env)
         with open(log_path, "ab") if log_path is not None else contextlib.nullcontext(subprocess.DEVNULL) as out:
-            popen = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+            popen = subprocess.Popen(list(argv), env=full_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        register_child(popen.pid)
         # Our own unreaped child: the pid cannot be recycled before we reap it, so these reads are about it.
         start_time = process_start_time(popen.pid)
         if start_time is None:  # /proc unreadable: cannot happen for an unreaped child on Linux
             raise OSError(errno.ESRCH, f"no /proc entry for freshly spawned pid {popen.pid}")
+        if tree is not None:
+            tree.attach(popen.pid, start_time)
         return cls(popen.pid, start_time, popen=popen, pidfd=_open_pidfd(popen.pid), owns_group=True,
-                   log_path=log_path)
+                   log_path=log_path, tree=tree)
 
     @classmethod
-    def adopt(cls, pid: int, start_time: int, *, log_path: Path | None = None) -> InstanceProcess | None:
+    def adopt(cls, pid: int, start_time: int, *, log_path: Path | None = None,
+              tree: ProcessTree | None = None) -> InstanceProcess | None:
         """A handle on the process ``pid`` if it is still the one that started at ``start_time``, else None."""
         pidfd = _open_pidfd(pid)
         # Checked after opening: the pidfd pins whichever process held the pid then, and this proves it is ours.
@@ -105,7 +136,9 @@ class InstanceProcess:
             if pidfd is not None:
                 os.close(pidfd)
             return None
-        return cls(pid, start_time, pidfd=pidfd, owns_group=stat[1] == pid, log_path=log_path)
+        if tree is not None:
+            tree.set_leader(pid, start_time)
+        return cls(pid, start_time, pidfd=pidfd, owns_group=stat[1] == pid, log_path=log_path, tree=tree)
 
     # ---- state ---------------------------------------------------------------------------------------------------
 
@@ -126,6 +159,7 @@ class InstanceProcess:
             if self._popen.poll() is None:
                 return False
             self._returncode = self._popen.returncode
+            forget_child(self.pid)
         elif _is_running_stat(_proc_stat(self.pid), self.start_time):
             return False
         else:
@@ -197,23 +231,36 @@ class InstanceProcess:
             pass
 
     def kill(self) -> None:
-        """SIGKILL the process and, when it leads its own group, everything it started."""
+        """SIGKILL the process and everything of its tree (or, without a tree, of the process group it leads).
+        Blocks for as long as the tree takes to die (milliseconds); from asyncio prefer ``terminate(0)``."""
         self.send_signal(signal.SIGKILL)
-        self._kill_group()
+        self._kill_rest()
 
-    def _kill_group(self) -> None:
+    def _kill_rest(self) -> tuple[int, ...]:
+        """Kill what is left of the tree; the pids killed other than the process itself."""
+        if self.tree is not None:
+            return tuple(self.tree.kill(spare=self.pid))
         # A process group id stays reserved while any member lives, so this cannot hit a stranger's group.
         if self._owns_group:
             try:
                 os.killpg(self.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        return ()
 
-    async def terminate(self, grace_s: float) -> int | None:
-        """SIGTERM, up to ``grace_s`` seconds for it to exit, then SIGKILL. Returns the exit code (see ``wait``).
+    async def kill_leftovers(self) -> tuple[int, ...]:
+        """After the process exited on its own: kill whatever of its tree still runs (as Kubernetes ends a container
+        when its first process exits), and free its cgroup. The pids killed."""
+        leftovers = await asyncio.to_thread(self._kill_rest)
+        if self.tree is not None:
+            self.tree.release()
+        return leftovers
 
-        Whatever is left of its process group afterwards is killed too, so an instance leaves no orphans.
-        """
+    async def terminate(self, grace_s: float) -> Termination:
+        """SIGTERM, up to ``grace_s`` seconds for it to exit, then SIGKILL; then whatever is left of its tree is
+        killed too, so an instance leaves no orphans. The exit code (see ``wait``), whether SIGKILL was needed and
+        the other processes killed."""
+        forced = False
         if not self._check_exit():
             started = time.monotonic()
             self.send_signal(signal.SIGTERM)
@@ -223,10 +270,11 @@ class InstanceProcess:
                 log.debug("pid %d exited %.3fs after SIGTERM", self.pid, time.monotonic() - started)
             except TimeoutError:
                 log.info("pid %d still running %.3gs after SIGTERM: SIGKILL", self.pid, grace_s)
-                self.kill()
-                await self.wait()
-        self._kill_group()
-        return self._returncode
+                forced = True
+                self.send_signal(signal.SIGKILL)
+        leftovers = await self.kill_leftovers()
+        await self.wait()
+        return Termination(self._returncode, forced, leftovers, grace_s)
 
     def __repr__(self) -> str:
         state = "running" if not self._exited else f"exited({self._returncode})"

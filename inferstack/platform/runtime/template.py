@@ -36,7 +36,8 @@ class RoleTemplate:
     """How to start one instance of a role. ``revision`` identifies the template: a new one means a rolling update.
 
     ``argv`` is never run through a shell; ``$(NAME)`` in it expands to the instance's env value (``$$`` is ``$``).
-    ``env`` may hold secrets: it is never logged nor shown in reprs.
+    ``env`` may hold secrets: it is never logged nor shown in reprs. ``secrets`` are those values: ``redact`` masks
+    them in text the platform shows (an instance's last log lines in status).
     """
 
     argv: tuple[str, ...]
@@ -47,6 +48,7 @@ class RoleTemplate:
     listen_port_env: str = "PORT"
     probes: Probes = field(default_factory=Probes)
     graceful_shutdown_s: float = 30.0
+    secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -65,6 +67,14 @@ class RoleTemplate:
             env["INFERSTACK_MOUNTS"] = json.dumps(
                 [{"path": m.path, "source": str(m.source), "read_only": m.read_only} for m in self.mounts])
         return env
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret value of at least 4 characters replaced by ``***`` (shorter ones would mask
+        ordinary words)."""
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            if len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
 
     def instance_argv(self, env: Mapping[str, str]) -> list[str]:
         """``argv`` with ``$(NAME)`` references expanded from ``env`` (Kubernetes rules: unknown names stay as written)."""
