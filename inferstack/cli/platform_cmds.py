@@ -79,16 +79,15 @@ def serve_cmd(
 
 @platform_app.command("stop")
 def stop_cmd(data_dir: DataDir = None) -> None:
-    """Stop the platform of the data dir.
-
-    SIGTERM, then wait until it has exited."""
+    """Stop the platform of the data dir: every instance gets its own graceful period, then what is left of its
+    process tree is killed; waits until all of it has exited and says what had to be killed."""
     from ..platform import server
 
     info = server.stop(data_dir)
     if info is None:
         console.print(f"no platform running for {server.resolve_data_dir(data_dir)}", highlight=False)
         return
-    console.print(f"stopped the platform at {info['url']} (pid {info['pid']})", highlight=False)
+    console.print("\n".join(server.describe_stop(info)), highlight=False, markup=False, soft_wrap=True)
 
 
 # --- talking to it -----------------------------------------------------------------------------------------------
@@ -300,6 +299,28 @@ def _conditions(obj: dict, sep: str | None = None) -> Text:
     return Text(sep if sep is not None else cell_separator()).join(parts)
 
 
+def _instance_problems(dep: dict) -> list[str]:
+    """One line per instance that is not serving: its state, exit code, restarts and last log line."""
+    lines = []
+    for info in (dep.get("status", {}).get("roles") or {}).values():
+        for inst in info.get("instances") or []:
+            if inst.get("ready") or not (inst.get("reason") or inst.get("message")):
+                continue
+            code = inst.get("exit_code")
+            parts = [inst.get("reason") or inst.get("phase") or "not ready"]
+            if code is not None:
+                parts.append(f"exit code {code}")
+            parts.append(f"{inst.get('restarts', 0)} restart(s)")
+            line = f"  {inst['id']}: {', '.join(parts)}"
+            if inst.get("message"):
+                line += f" — {inst['message']}"
+            tail = inst.get("log_tail") or []
+            if tail:
+                line += f"\n      last log line: {tail[-1]}"
+            lines.append(line)
+    return lines
+
+
 def _gen(obj: dict) -> Text:
     observed = obj.get("status", {}).get("observed_generation", 0)
     generation = obj["metadata"]["generation"]
@@ -421,6 +442,12 @@ def _service_details(svc: dict, deps: list[dict], traffic: dict) -> None:
         name = Text(key) if ds["name"] == key else Text.assemble(key, cell_separator(), (ds["name"], "dim"))
         out.add_row(name, lines(ds["queue"], specs), counts, _gen(dep), _conditions(dep), weight)
     print_table(out)
+    for dep in deps:
+        problems = _instance_problems(dep)
+        if problems:
+            console.print(Text.assemble((dep["metadata"]["key"], "bold"), " instances not serving:"), soft_wrap=True)
+            for line in problems:
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
     extras = []
     for rule in tspec.get("header_rules") or []:
         extras.append(f"header {rule['header']}={rule['value']} → {rule['deployment']}")
@@ -434,33 +461,75 @@ def _service_details(svc: dict, deps: list[dict], traffic: dict) -> None:
     print_placements(console, deps)
 
 
+def _event_what(e: dict) -> tuple[str, str]:
+    """(what happened, details) of an event: a runtime event's reason and message, a spec change's action and paths."""
+    if e.get("action") == "event":
+        count = e.get("count") or 1
+        return (e["reason"] + (" (warning)" if e.get("type") == "Warning" else "") + (f" ×{count}" if count > 1
+                                                                                        else ""),
+                e.get("message", ""))
+    return e["action"], ", ".join(e["changes"])  # all of them: nothing is cut
+
+
 @app.command()
 def events(
     service: Annotated[str | None, typer.Argument(metavar="SERVICE", help="Service key (default: every "
                                                                           "object).")] = None,
     object_: Annotated[str | None, typer.Option("--object", metavar="OBJECT", help="One object, e.g. "
                                                                                    "services/chat/traffic.")] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="text, or json.")] = Format.text,
+    fmt: Annotated[Format, typer.Option("--format", help="text, or json (with --follow: one JSON object a "
+                                                         "line).")] = Format.text,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing events as they happen (polls "
+                                                                "`?since=`); Ctrl-C stops.")] = False,
+    since: Annotated[int, typer.Option("--since", metavar="SEQ", help="Only events after this seq.")] = 0,
+    interval: Annotated[float, typer.Option("--interval", metavar="SECONDS", help="Seconds between polls with "
+                                            "--follow.", min=0.05, max=60)] = 0.5,
     data_dir: DataDir = None,
 ) -> None:
-    """Show the platform's event log: what changed, when, by which request."""
+    """Show the platform's event log: spec changes (by which request) and runtime events (instances started, ready,
+    crashed, backed off, killed; rollout steps; scale decisions; the gateway). Identical runtime events within 10
+    minutes show once, with a count (×N)."""
     with _client(data_dir) as client:
-        items = client.events(service, object=object_)
-        if service is not None and not items:
+        items = client.events(service, object=object_, since=since)
+        if service is not None and not items and not since:
             client.get_service(service)  # a service never seen is an error (exit 1), not an empty log
+        if follow:
+            _follow_events(client, service, object_, items, fmt, interval, since)
+            return
     if fmt is Format.json:
         print_json(items)
         return
     out = table("Seq", "Time", "Object", "Action", "Request", "Gen", "Changes", title="Events")
     for e in items:
-        if e.get("action") == "event":  # a runtime event: its reason and message
-            what = e["reason"] + (" (warning)" if e.get("type") == "Warning" else "")
-            details = e.get("message", "")
-        else:
-            what = e["action"]
-            details = ", ".join(e["changes"])  # all of them: nothing is cut
+        what, details = _event_what(e)
         out.add_row(str(e["seq"]), e["time"], e["object"], what, e["request_id"], str(e["generation"]), details)
     print_table(out)
+
+
+def _follow_events(client: PlatformClient, service: str | None, object_: str | None, items: list[dict],
+                   fmt: Format, interval: float, since: int) -> None:
+    """Print events line by line as they come: an aggregated repeat shows again, with its count."""
+    import time
+
+    def show(batch: list[dict]) -> int:
+        last = 0
+        for e in batch:
+            last = max(last, e["seq"])
+            if fmt is Format.json:
+                typer.echo(json.dumps(e, ensure_ascii=False))
+            else:
+                what, details = _event_what(e)
+                console.print(f"{e['time']}  {e['object']}  {what}  {details}", highlight=False, markup=False,
+                              soft_wrap=True)
+        return last
+
+    seq = max(show(items), since)
+    try:
+        while True:
+            time.sleep(interval)
+            seq = max(seq, show(client.events(service, object=object_, since=seq)))
+    except KeyboardInterrupt:
+        return
 
 
 @app.command("rotate-key", hidden=True)

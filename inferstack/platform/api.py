@@ -270,9 +270,11 @@ def openapi_document() -> dict[str, Any]:
                 "resource_version": {"type": "string", "description": "Changes on every write; send it as If-Match."},
                 "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
             "spec": {"type": "object"},
-            "status": {"type": "object", "description": "observed_generation, conditions (Ready, Progressing, "
-                                                        "Degraded); services: converted, gateway_url(s); "
-                                                        "deployments: roles with desired/ready/updated/instances."},
+            "status": {"type": "object", "description": "observed_generation, observed_routing_generation, "
+                                                        "conditions (Ready, Progressing, Degraded; deployments also "
+                                                        "Available); services: converted, gateway_url(s); "
+                                                        "deployments: roles with desired/ready/updated/restarts/"
+                                                        "instances (reason, exit_code, log_tail …)."},
         }},
         "List": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/"
                                                                                                "Envelope"}}}},
@@ -286,7 +288,7 @@ def openapi_document() -> dict[str, Any]:
             "warnings": {"type": "array", "items": {"type": "object"}}}},
         "Events": {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
             k: {} for k in ("seq", "time", "object", "action", "request_id", "generation", "resource_version",
-                            "changes", "uid", "type", "reason", "message")}}}}},
+                            "changes", "uid", "type", "reason", "message", "count", "first_time")}}}}},
     }
 
     def model_ref(model: type, name: str, only: tuple[str, ...] | None = None) -> dict[str, str]:
@@ -360,7 +362,8 @@ def openapi_document() -> dict[str, Any]:
        "mirror, consistent hash, timeout, retries).", ref("Envelope"), body=traffic_body, write=True)
     op("/v1/services/{key}/events", "get", "Events of a service, its deployments and its traffic.", ref("Events"),
        query=("since", "limit"))
-    op("/v1/events", "get", "Events, of one object (`object=services/chat/traffic`) or one service.", ref("Events"),
+    op("/v1/events", "get", "Events, of one object (`object=services/chat/traffic`) or one service; `since=<seq>` "
+       "returns only newer ones (poll it to follow; an aggregated repeat reappears with its count).", ref("Events"),
        query=("object", "service", "since", "limit"))
     op("/v1/apply", "post", "Apply a whole stack file in one transaction (services not in it are left alone).",
        ref("WriteResult"), body=model_ref(StackFile, "StackFile"), write=True)

@@ -2,8 +2,9 @@
 
 Every interval it reads the gateway's metrics and the instances' CPU time, decides each role's count and writes it to
 the deployment's status as `roles[<role>].autoscaled` (the reconciler runs that many; the spec's replicas only start
-the role), with the decision in `status.autoscaling[<role>]` (count, reason, pending). A changed count is an
-`autoscale` event. It writes status only, never spec.
+the role), with the decision in `status.autoscaling[<role>]` (count, reason, pending). A changed count is a
+`SuccessfulRescale` runtime event on the deployment (Kubernetes' HPA reason), a count held below what is wanted a
+`ScalingLimited` warning. It writes status only, never spec.
 
 The decision is the pure part below (no I/O, tested on its own):
 - schedules: a window is open when its `start` cron fired more recently than its `end` cron (in its time zone);
@@ -489,7 +490,13 @@ class Autoscaler:
         info[role] = {"count": count, "reason": reason, "pending": pending,
                       "time": now.astimezone(UTC).isoformat(timespec="seconds")}
         self.store.write_status(DEPLOYMENT, row.key, {"roles": roles, "autoscaling": info}, parent=row.parent,
-                                request_id="autoscaler", event="autoscale" if moved else None)
+                                request_id="autoscaler", event=None)
+        if moved:
+            self.store.record_event(DEPLOYMENT, row.key, "SuccessfulRescale", f"role {role}: {reason}",
+                                    parent=row.parent, request_id="autoscaler")
+        if pending and pending != before.get("pending"):
+            self.store.record_event(DEPLOYMENT, row.key, "ScalingLimited", f"role {role}: {pending}",
+                                    parent=row.parent, type="Warning", request_id="autoscaler")
         if moved or pending != before.get("pending"):
             log.info("%s/%s/%s: %s", row.parent, row.key, role, reason)
         return moved

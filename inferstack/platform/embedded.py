@@ -20,6 +20,7 @@ from .gateway.supervisor import GatewaySupervisor
 from .keys import InvocationKeys
 from .metering import METER_DB, Meter, clock_from_env
 from .reconciler import Reconciler, Settings
+from .retention import read_logs
 from .store import PLATFORM
 
 RUNTIME_ENV = "INFERSTACK_RUNTIME"  # "0": control plane only (no processes, no gateway)
@@ -116,12 +117,9 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
             tail = max(1, min(int(request.query_params.get("tail", "100")), 10_000))
         except ValueError:
             return JSONResponse({"error": "bad_request", "message": "tail must be a whole number"}, 400)
-        log_dir = Path(data_dir) / "logs" / key / dkey
-        out = []
-        for path in sorted(log_dir.glob("*.log"), key=lambda p: (p.stat().st_mtime, p.name)):
-            with path.open("rb") as f:
-                lines = f.read().decode(errors="replace").splitlines()[-tail:]
-            out.append({"instance": path.stem, "lines": lines})
+        # This object's logs only (keyed by its uid): a re-created deployment never shows its predecessor's.
+        paths = [i.get("log_path") for r in (row.status.get("roles") or {}).values() for i in r.get("instances", [])]
+        out = read_logs(Path(data_dir), key, dkey, row.uid, tail, paths)
         return JSONResponse({"service": key, "deployment": dkey, "instances": out})
 
     async def cost(request: Request) -> JSONResponse:

@@ -29,7 +29,7 @@ TRAFFIC = "traffic"
 SERVICE_FIELDS: tuple[str, ...] = ("name", "key", "description", "resource_group", "vpc", "network_type", "ports",
                                    "legacy_form")
 
-CONDITION_TYPES: tuple[str, ...] = ("Ready", "Progressing", "Degraded")
+CONDITION_TYPES: tuple[str, ...] = ("Ready", "Progressing", "Degraded", "Available")  # Available: deployments
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,9 @@ def initial_status(kind: str, spec: dict[str, Any], *, converted: bool = True) -
         dep = Deployment.model_validate(spec)
         roles = {r.name: {"desired": r.starting_replicas, "ready": 0, "updated": 0, "instances": []}
                  for r in dep.effective_roles()}
-        return {**base, "roles": roles, "conditions": pending_conditions(1, "deployment")}
+        conditions = [condition("Available", False, "Pending", "no instance runs yet"),
+                      *pending_conditions(1, "deployment")]
+        return {**base, "roles": roles, "conditions": conditions}
     if kind == TRAFFIC:
         return {**base, "conditions": pending_conditions(1, "traffic object")}
     return {}

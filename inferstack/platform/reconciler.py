@@ -1,10 +1,18 @@
 """The reconciler: converges every deployment's roles to running instances and keeps the gateway's routing current.
 
-Desired state comes from the store (what the API accepted); observed state is what the role controllers report.
-The reconciler writes status only — never spec: per role the desired/ready/updated counts and the instances (with pid
-and start time, so a restarted platform re-adopts them), `observed_generation` once a generation is fully rolled out,
-and the conditions `Ready` / `Progressing` / `Degraded` with reasons. Every change of the ready set, the traffic object
-or a service's listeners becomes a new versioned routing snapshot pushed to the gateway process."""
+Desired state comes from the store (what the API accepted); observed state is what the role controllers report and
+what the gateway acknowledged. The reconciler writes status only — never spec: per role the desired/ready/updated
+counts, restarts and the instances (with pid, start time and process tree, so a restarted platform re-adopts them;
+with CrashLoopBackOff, exit code and log tail when they fail), `observed_generation` (the generation acted on),
+`observed_routing_generation`, and the conditions `Available` / `Progressing` / `Degraded` / `Ready` (`conditions.py`;
+services and traffic objects: `routing_status.py`). What happens at run time goes to the event log (`record_event`).
+Every change of the ready set, the traffic object or a service's listeners becomes a new versioned routing snapshot
+pushed to the gateway process.
+
+Deleted deployments drain in the background (tracked: a platform stop waits for them too) and their log and work
+directories, keyed by the deployment's uid, are removed after the retention period (`retention.py`). After a
+restart, process trees of this data dir that no adopted instance owns (left by a platform killed mid-way) are
+stopped."""
 
 from __future__ import annotations
 
@@ -21,11 +29,14 @@ from typing import Any
 from inferstack.spec import Deployment, Inventory, Role, Service
 
 from ..images import PRESET_IMAGES
+from . import retention
+from .conditions import Routing, deployment_conditions, role_summary
 from .gateway.process import GatewayUnavailable, SnapshotRejected
 from .keys import InvocationKeys
-from .objects import condition, get_condition, object_path, set_condition
+from .objects import object_path
 from .placement import PlacementBook
 from .routing_book import RoutingBook
+from .routing_status import RoutingStatus
 from .runtime import (
     Exec,
     HttpGet,
@@ -36,11 +47,14 @@ from .runtime import (
     RoleController,
     RoleTemplate,
     RollingUpdate,
+    RuntimeEvent,
     TcpSocket,
+    Termination,
     role_endpoints_env,
     write_role_endpoints,
 )
-from .store import Store
+from .runtime.tree import scope_of, stray_trees, terminate_strays
+from .store import PLATFORM, Store
 
 log = logging.getLogger("inferstack.reconciler")
 
@@ -59,6 +73,9 @@ class Settings:
     progress_deadline_s: float = 120.0
     restart_backoff_base_s: float = 1.0
     restart_backoff_cap_s: float = 30.0
+    crash_loop_after: int = 3  # failed starts in a row before an instance is CrashLoopBackOff
+    log_retention_s: float = field(default_factory=retention.retention_from_env)
+    stray_grace_s: float = 10.0  # SIGTERM → SIGKILL for process trees a killed platform left without an owner
     python: str = sys.executable
 
 
@@ -83,6 +100,12 @@ class Reconciler:
         self.controllers: dict[RoleKey, RoleController] = {}
         self._applied: dict[tuple[str, str], _Applied] = {}
         self._problems: dict[tuple[str, str], str] = {}  # deployments that cannot run, with the reason
+        self._uids: dict[tuple[str, str], str] = {}  # the deployment object each controller runs for
+        self._ordinals: dict[RoleKey, int] = {}  # next instance ordinal of a role whose controller was replaced
+        self._draining: set[asyncio.Task[None]] = set()
+        self.routing_status = RoutingStatus(store)
+        self.stop_report: list[dict[str, Any]] = []  # how each instance ended when the platform stopped
+        self._scope = scope_of(self.data_dir)
         self._withdrawn: set[str] = set()
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
@@ -105,26 +128,49 @@ class Reconciler:
             self.routing.seed(last)
             if last and isinstance(last.get("version"), int):
                 self._snapshot_version = max(self._snapshot_version, last["version"])
-        self._adopt()
+        readable = self._adopt()
+        strays = await asyncio.to_thread(stray_trees, self._scope, [r.tree for c in self.controllers.values()
+                                                                    for r in c.instances() if r.tree])
+        if strays and not readable:
+            log.warning("not stopping %d process tree(s) without an owner: a deployment row cannot be read, they may "
+                        "be its instances", len(strays))
+            strays = []
         services = [key for _, key, _ in self.store.scan(SERVICE)]
         self.capacity.expect(services)
         for key in services:
             self._enqueue(key)
         self._tasks = [asyncio.create_task(self._worker(), name="reconciler"),
                        asyncio.create_task(self._publisher(), name="gateway-publisher"),
-                       asyncio.create_task(self.capacity.tick_forever(), name="capacity-scheduler")]
+                       asyncio.create_task(self.capacity.tick_forever(), name="capacity-scheduler"),
+                       asyncio.create_task(self._janitor(), name="retention")]
+        if strays:
+            self._tasks.append(asyncio.create_task(self._stop_strays(strays), name="strays"))
 
     async def stop(self, graceful: bool = True) -> None:
-        """Stop every instance (withdrawn from routing first, then its graceful period) and the gateway."""
+        """Stop every instance (withdrawn from routing first, then its graceful period; draining ones included) and
+        the gateway. ``stop_report`` then says how each instance ended."""
         self._stopped = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(c.shutdown(graceful) for c in self.controllers.values()), return_exceptions=True)
+        keys = list(self.controllers)
+        results = await asyncio.gather(*(self.controllers[k].shutdown(graceful) for k in keys),
+                                       return_exceptions=True)
+        while self._draining:
+            await asyncio.gather(*self._draining, return_exceptions=True)
+        for key, result in zip(keys, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("stopping %s failed: %r", "/".join(key), result)
+                continue
+            self.stop_report.extend(_stop_entry(key, instance, ended) for instance, ended in result)
         self.controllers.clear()
         self.capacity.close()
         if self.gateway is not None:
             await self.gateway.stop()
+
+    def graceful_shutdown_s(self) -> float:
+        """The longest graceful period of any running instance (what a stop may take, before its margin)."""
+        return max((c.graceful_shutdown_s for c in self.controllers.values()), default=0.0)
 
     async def on_change(self, service_key: str) -> None:
         """The platform's change hook: queue the service (never block the API's response)."""
@@ -148,30 +194,60 @@ class Reconciler:
 
     # --- adoption after a restart ------------------------------------------------------------------------------------
 
-    def _adopt(self) -> None:
+    def _adopt(self) -> bool:
         """Re-adopt the instances recorded in status whose process is still the same one (pid + start time). A
-        row that cannot be read costs only its own instances (they are left running, unadopted)."""
+        row that cannot be read costs only its own instances (they are left running, unadopted). Returns whether
+        every deployment row could be read (else no process tree can be called a stray)."""
+        readable = True
         for svc_key, dep_key, row in self.store.scan(DEPLOYMENT):
             try:
                 if isinstance(row, ValueError):
                     raise row
                 self._adopt_deployment(row)
             except Exception:
+                readable = False
                 log.exception("cannot re-adopt the instances of %s", object_path(DEPLOYMENT, dep_key, svc_key))
+        return readable
 
     def _adopt_deployment(self, row: Any) -> None:
         roles = {r.name: r for r in Deployment.model_validate(row.spec).effective_roles()}
         for role, info in (row.status.get("roles") or {}).items():
-            records = [_record(r) for r in info.get("instances", [])]
+            records = [InstanceRecord.from_dict(r) for r in info.get("instances", [])]
             if not records:
                 continue
             key = (row.parent, row.key, role)
-            controller = self._controller(key)
+            controller = self._controller(key, row.uid)
             adopted = controller.adopt_existing(records)
             # Their placements come back from status, so the scheduler counts the slots they hold.
             self.capacity.restore(key, [i for i in info.get("instances", []) if i.get("id") in {a.id for a in adopted}],
                                   row.spec.get("queue", ""), roles[role].compute_spec if role in roles else "")
             log.info("%s: re-adopted %d of %d recorded instance(s)", "/".join(key), len(adopted), len(records))
+
+    async def _stop_strays(self, strays: list[Any]) -> None:
+        """Process trees of this data dir no adopted instance owns — left by a platform killed while it started or
+        drained them: SIGTERM, a grace, SIGKILL. Off the event loop (it waits)."""
+        found = await asyncio.to_thread(terminate_strays, strays, self.settings.stray_grace_s)
+        pids = sum(len(p) for p in found.values())
+        log.warning("stopped %d process tree(s) (%d process(es)) an earlier run left without an owner", len(found),
+                    pids)
+        self.store.record_event(PLATFORM, "runtime", "Killing", f"stopped {len(found)} instance process tree(s) "
+                                f"an earlier platform run left without an owner", type="Warning",
+                                request_id="reconciler")
+
+    # --- retention -------------------------------------------------------------------------------------------------
+
+    async def _janitor(self) -> None:
+        """Remove expired log and work directories of deleted deployments, now and then (`retention.py`)."""
+        interval = min(max(self.settings.log_retention_s / 4, 1.0), 600.0)
+        while True:
+            try:
+                live = {row.uid for row in self.store.list(DEPLOYMENT)}
+                in_use = [r.log_path for c in self.controllers.values() for r in c.instances() if r.log_path]
+                await asyncio.to_thread(retention.remove_expired, self.data_dir, live, self.settings.log_retention_s,
+                                        in_use=in_use)
+            except Exception:
+                log.exception("removing expired logs failed; trying again later")
+            await asyncio.sleep(interval)
 
     # --- convergence -----------------------------------------------------------------------------------------------
 
@@ -204,25 +280,66 @@ class Reconciler:
                 desired |= self._converge_deployment(service, deployment, dep_row, inventory, svc_row.uid)
         else:
             self.keys.forget(service_key)
-        for key in [k for k in self.controllers if k[0] == service_key and k not in desired]:
-            controller = self.controllers.pop(key)
-            log.info("%s: removed from the spec; draining", "/".join(key))
-            self.capacity.retire(key, controller, asyncio.create_task(controller.shutdown(graceful=True)))
+        gone = [k for k in self.controllers if k[0] == service_key and k not in desired]
+        for svc, dep in sorted({k[:2] for k in gone}):
+            kept = any(d[:2] == (svc, dep) for d in desired)
+            self._drain(svc, dep, [k for k in gone if k[:2] == (svc, dep)],
+                        "role removed from the deployment" if kept else "deployment deleted")
         for key in [k for k in self._applied if k[0] == service_key and not any(d[:2] == k for d in desired)]:
             self._applied.pop(key, None)
             self._problems.pop(key, None)
+            self.routing_status.forget(*key)
+        if svc_row is None:
+            self.routing_status.forget(service_key)
+        else:
+            self.routing_status.refresh(service_key)  # new generations are pending until the gateway routes them
         self.capacity.converged(service_key)
         self.capacity.run()
         self._publish_wanted.set()
+
+    def _drain(self, svc: str, dep: str, keys: list[RoleKey], why: str) -> None:
+        """Stop these controllers' instances in the background (tracked: a platform stop waits for them); once they
+        are gone, the deployment object's files start their retention period."""
+        controllers = [self.controllers.pop(k) for k in keys]
+        whole = not any(k[:2] == (svc, dep) for k in self.controllers)  # else only some roles of it go
+        uid = self._uids.pop((svc, dep), "") if whole else ""
+        for key, controller in zip(keys, controllers, strict=True):
+            self._ordinals[key] = controller.next_ordinal  # a re-created deployment's ids go on from here
+        log.info("%s/%s: %s; draining %d role(s)", svc, dep, why, len(controllers))
+
+        stops = [asyncio.create_task(c.shutdown(True, why)) for c in controllers]
+        for key, controller, stopped in zip(keys, controllers, stops, strict=True):
+            self.capacity.retire(key, controller, stopped)  # its slots stay taken until its instances are gone
+
+        async def drain() -> None:
+            for key, result in zip(keys, await asyncio.gather(*stops, return_exceptions=True), strict=True):
+                if isinstance(result, BaseException):
+                    log.error("draining %s failed: %r", "/".join(key), result)
+                elif self._stopped:
+                    self.stop_report.extend(_stop_entry(key, instance, ended) for instance, ended in result)
+            if uid:
+                retention.mark_deleted(self.data_dir, svc, dep, uid)
+
+        task = asyncio.create_task(drain(), name=f"drain {svc}/{dep}")
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
 
     def _converge_deployment(self, service: Service, deployment: Deployment, row: Any,
                              inventory: Inventory, service_uid: str = "") -> set[RoleKey]:
         svc_key, dep_key = service.key or "", deployment.key or ""
         roles = deployment.effective_roles()
         keys = {(svc_key, dep_key, r.name) for r in roles}
+        known = self._uids.get((svc_key, dep_key))
+        if known is not None and known != row.uid:  # deleted and created again under the same key: a new object
+            self._drain(svc_key, dep_key, [k for k in self.controllers if k[:2] == (svc_key, dep_key)],
+                        "deployment re-created")
+            self.routing_status.forget(svc_key, dep_key)
         try:
             argv = self._image_argv(deployment, inventory)
         except ImageNotRunnable as exc:
+            if self._problems.get((svc_key, dep_key)) != str(exc):
+                self.store.record_event(DEPLOYMENT, dep_key, "ImageNotRunnable", str(exc), parent=svc_key,
+                                        type="Warning", request_id="reconciler")
             self._problems[(svc_key, dep_key)] = str(exc)
             # Acted on (observed) and found unrunnable: waiters see Degraded at this generation at once.
             previous = self._applied.get((svc_key, dep_key))
@@ -241,12 +358,12 @@ class Reconciler:
             key = (svc_key, dep_key, role.name)
             others = {name: hosts for name, hosts in endpoints.items() if name != role.name}
             template = self._template(service, deployment, role, argv, redeploy, endpoints_file, multi,
-                                      extra_env=role_endpoints_env(others))
+                                      row.uid, extra_env=role_endpoints_env(others))
             applied.roles[role.name] = template.revision
             ru = role.rolling_update
             want = self._replicas(role, row)
             self.capacity.demand(key, deployment, role, want, service_uid=service_uid, order=row.created_at)
-            self._controller(key).set_desired(
+            self._controller(key, row.uid).set_desired(
                 template, self.capacity.replicas(key, want), RollingUpdate(ru.max_surge, ru.max_unavailable))
         self._applied[(svc_key, dep_key)] = applied
         self._write_status(svc_key, dep_key)
@@ -260,19 +377,31 @@ class Reconciler:
                 return scaled
         return role.starting_replicas
 
-    def _controller(self, key: RoleKey) -> RoleController:
+    def _controller(self, key: RoleKey, uid: str) -> RoleController:
         controller = self.controllers.get(key)
         if controller is None:
             svc, dep, role = key
+            self._uids[(svc, dep)] = uid
             controller = RoleController(
-                f"{svc}-{dep}-{role}", log_dir=self.data_dir / "logs" / svc / dep,
+                f"{svc}-{dep}-{role}", log_dir=retention.log_dir(self.data_dir, svc, dep, uid),
                 progress_deadline_s=self.settings.progress_deadline_s,
                 restart_backoff_base_s=self.settings.restart_backoff_base_s,
                 restart_backoff_cap_s=self.settings.restart_backoff_cap_s,
+                crash_loop_after=self.settings.crash_loop_after, tree_scope=self._scope,
+                first_ordinal=self._ordinals.pop(key, 1),
                 on_withdraw=self._withdraw, on_change=lambda c, k=key: self._role_changed(k),
+                on_event=lambda event, k=key: self._record_event(k, event),
                 admit=lambda instance, k=key: self.capacity.admit(k, instance))
             self.controllers[key] = controller
         return controller
+
+    def _record_event(self, key: RoleKey, event: RuntimeEvent) -> None:
+        """A controller's event, on its deployment (role-level ones name the role when there are several)."""
+        svc, dep, role = key
+        several = sum(1 for k in self.controllers if k[:2] == (svc, dep)) > 1
+        message = event.message if event.instance or not several else f"role {role}: {event.message}"
+        self.store.record_event(DEPLOYMENT, dep, event.reason, message, parent=svc, type=event.type,
+                                request_id="runtime")
 
     def _inventory(self) -> Inventory:
         """The stored inventory; an object that cannot be read is left out (logged), so it fails only its users."""
@@ -300,7 +429,7 @@ class Reconciler:
             f"(inventory.images: [{{name: '{ref}', command: [...]}}])")
 
     def _template(self, service: Service, deployment: Deployment, role: Role, image_argv: list[str],
-                  redeploy: int, endpoints_file: Path, multi: bool,
+                  redeploy: int, endpoints_file: Path, multi: bool, uid: str,
                   extra_env: dict[str, str] | None = None) -> RoleTemplate:
         """The role's template. `extra_env` (the other roles' current endpoints) is not part of the revision: it
         changes as instances come and go, which must not roll the role out again (the endpoints file keeps it
@@ -318,8 +447,11 @@ class Reconciler:
                                                                                  else "")
         if multi:
             env["INFERSTACK_ROLE_ENDPOINTS_FILE"] = str(endpoints_file)
+        secrets = set()
         for var in role.env:
             env[var.name] = var.value if var.secret is None else var.secret.get_secret_value()
+            if var.secret is not None:
+                secrets.add(env[var.name])
         mounts = tuple(Mount(self.data_dir / "mounts" / m.source, m.path, m.read_only) for m in deployment.mounts)
         content = {
             "argv": argv, "env": sorted(env.items()), "mounts": [(str(m.source), m.path, m.read_only) for m in mounts],
@@ -330,12 +462,13 @@ class Reconciler:
         env.setdefault("INFERSTACK_VERSION", revision)
         env.update(extra_env or {})
         preset = PRESET_IMAGES.get(deployment.image.preset or "", {})
-        cwd = self.data_dir / "work" / (service.key or "") / (deployment.key or "")
+        cwd = retention.work_dir(self.data_dir, service.key or "", deployment.key or "", uid)
         cwd.mkdir(parents=True, exist_ok=True)
         return RoleTemplate(
             argv=tuple(argv), revision=revision, env=env, cwd=cwd,
             mounts=mounts, listen_port_env=preset.get("listen_port_env", "PORT"),
-            probes=_probes(role, preset), graceful_shutdown_s=deployment.graceful_shutdown_s)
+            probes=_probes(role, preset), graceful_shutdown_s=deployment.graceful_shutdown_s,
+            secrets=frozenset(secrets))
 
     # --- status ----------------------------------------------------------------------------------------------------
 
@@ -348,69 +481,50 @@ class Reconciler:
         self._publish_wanted.set()
 
     def _write_status(self, svc_key: str, dep_key: str) -> None:
+        """The deployment's status from its controllers and the acknowledged routing (conditions: `conditions.py`)."""
         row = self.store.get(DEPLOYMENT, dep_key, svc_key)
         if row is None:
             return
         status = dict(row.status)
-        roles_status: dict[str, Any] = {}
         applied = self._applied.get((svc_key, dep_key))
-        complete = applied is not None
-        conditions = list(status.get("conditions") or [])
-        ready_all, degraded, progressing = True, [], []
-        for (s, d, role), controller in sorted(self.controllers.items()):
-            if (s, d) != (svc_key, dep_key):
-                continue
-            rs = controller.status()
-            previous = (status.get("roles") or {}).get(role) or {}
-            roles_status[role] = {
-                "desired": rs.replicas, "total": rs.total, "ready": rs.ready, "updated": rs.updated,
-                "updated_ready": rs.updated_ready, "revision": rs.revision,
-                "instances": [{**_record_dict(r), **self.capacity.instance_status(r.id)} for r in controller.instances()],
-                **({"autoscaled": previous["autoscaled"]} if "autoscaled" in previous else {}),
-                **self.capacity.role_status((s, d, role)),
-            }
-            by_type = {c.type: c for c in rs.conditions}
-            if by_type["Ready"].status != "True":
-                ready_all = False
-            if by_type["Degraded"].status == "True":
-                degraded.append(f"{role}: {by_type['Degraded'].message}")
-            if by_type["Progressing"].status == "True":
-                progressing.append(f"{role}: {by_type['Progressing'].message}")
-            if applied is None or applied.roles.get(role) != rs.revision or by_type["Progressing"].reason != "Complete":
-                complete = False
-        problem = self._problems.get((svc_key, dep_key))
-        if problem:
-            degraded.insert(0, problem)
-            complete = False
         if applied is not None and applied.generation == row.generation:
             # Kubernetes semantics: the generation the controller acted on; Ready says whether it is rolled out.
             status["observed_generation"] = row.generation
-        else:
-            complete = False
-        status["roles"] = roles_status
         observed = int(status.get("observed_generation") or 0)
-        if degraded:
-            new = condition("Degraded", True, "ImageNotRunnable" if problem else "RolloutStuck", "; ".join(degraded),
-                            observed)
+        roles_status: dict[str, Any] = {}
+        role_states = {}
+        entry_ready: list[str] = []
+        entry = Deployment.model_validate(row.spec).entry_role().name
+        for (s, d, role), controller in sorted(self.controllers.items()):
+            if (s, d) != (svc_key, dep_key):
+                continue
+            rs = role_states[role] = controller.status()
+            previous = (status.get("roles") or {}).get(role) or {}
+            instances = controller.instances()
+            roles_status[role] = {
+                **role_summary(rs),
+                "instances": [{**r.to_dict(), **self.capacity.instance_status(r.id)} for r in instances],
+                **({"autoscaled": previous["autoscaled"]} if "autoscaled" in previous else {}),
+                **self.capacity.role_status((s, d, role)),
+            }
+            if role == entry:
+                entry_ready = [r.id for r in instances if r.ready and r.id not in self._withdrawn]
+        revisions_current = applied is not None and all(
+            applied.roles.get(role) == rs.revision for role, rs in role_states.items())
+        if self.gateway is None:
+            routing = Routing(True)
         else:
-            new = condition("Degraded", False, "AsExpected", "", observed)
-        conditions = set_condition(conditions, new)
-        if progressing or not complete:
-            new = condition("Progressing", True, "RollingUpdate",
-                            "; ".join(progressing) or f"converging to generation {row.generation}", observed)
-        else:
-            new = condition("Progressing", False, "Complete", "every role runs the latest generation", observed)
-        conditions = set_condition(conditions, new)
-        counts = ", ".join(f"{r}: {v['ready']}/{v['desired']} ready" for r, v in roles_status.items())
-        counts += "".join(f"; {r}: {note}" for r in roles_status
-                          if (note := self.capacity.pending_note((svc_key, dep_key, r))))
-        if ready_all and complete and roles_status:
-            new = condition("Ready", True, "AllRolesReady", counts, observed)
-        else:
-            new = condition("Ready", False, "Degraded" if degraded else "NotReady",
-                            counts or problem or "no instances yet", observed)
-        conditions = set_condition(conditions, new)
-        status["conditions"] = conditions
+            routed, version, pending = self.routing_status.deployment(svc_key, dep_key, entry_ready)
+            routing = Routing(routed, version, pending)
+            if version is not None:
+                status["observed_routing_generation"] = version
+        status["roles"] = roles_status
+        held_back = "; ".join(f"{r}: {note}" for r in roles_status
+                              if (note := self.capacity.pending_note((svc_key, dep_key, r))))
+        status["conditions"] = deployment_conditions(
+            list(status.get("conditions") or []), generation=row.generation, observed=observed, roles=role_states,
+            revisions_current=revisions_current, problem=self._problems.get((svc_key, dep_key)), routing=routing,
+            pending=held_back)
         if status != row.status:
             self.store.write_status(DEPLOYMENT, dep_key, status, parent=svc_key, event=None)
 
@@ -446,8 +560,10 @@ class Reconciler:
             except GatewayUnavailable as exc:
                 # The supervisor restarts it and asks for a publish then (request_publish): no retry loop here.
                 log.warning("routing snapshot not pushed: %s", exc)
-            except Exception:
+                self._routing_failed(exc, "GatewayUnavailable")
+            except Exception as exc:
                 log.exception("pushing the routing snapshot failed; retrying")
+                self._routing_failed(exc)
                 await asyncio.sleep(0.5)
                 self._publish_wanted.set()
 
@@ -472,8 +588,8 @@ class Reconciler:
                         raise
             self.routing.acknowledge(snapshot["version"])
             self._record_listeners(result.get("listeners") or {})
+            self.routing.mark_status()  # first: a service's Ready reads the Degraded condition it writes
             self._observe_routing(snapshot)
-            self.routing.mark_status()
 
     def snapshot(self, version: int) -> dict[str, Any]:
         """The routing snapshot of `version`: every service built on its own (see `RoutingBook`), with the ready
@@ -508,28 +624,24 @@ class Reconciler:
                 self.store.write_status(SERVICE, svc, patch, event=None)
 
     def _observe_routing(self, snapshot: dict[str, Any]) -> None:
-        """A service and its traffic object are observed once a snapshot carrying them is live in the gateway — at
-        the generation its routing was built from (`self.routing`: a part kept from its last good value is not)."""
-        for svc in snapshot["services"]:
-            live = self.routing.service(svc["key"])
-            for kind, key, parent in ((SERVICE, svc["key"], ""), (TRAFFIC, svc["key"], svc["key"])):
-                try:
-                    row = self.store.get(kind, key, parent)
-                except ValueError:
-                    continue
-                routed = live.generations.get(object_path(kind, key, parent)) if live is not None else None
-                if row is None or routed != row.generation or (row.status.get("observed_generation") == row.generation
-                                   and (get_condition(row.status, "Ready") or {}).get("status") == "True"):
-                    continue
-                message = (f"routing snapshot {snapshot['version']} is live"
-                           + (f" at {row.status.get('gateway_url')}" if kind == SERVICE else ""))
-                conditions = list(row.status.get("conditions") or [])
-                for new in (condition("Ready", True, "Routed", message, row.generation),
-                            condition("Progressing", False, "Complete", message, row.generation),
-                            condition("Degraded", False, "AsExpected", "", row.generation)):
-                    conditions = set_condition(conditions, new)
-                self.store.write_status(kind, key, {"observed_generation": row.generation, "conditions": conditions},
-                                        parent=parent, event=None)
+        """The gateway swapped ``snapshot`` in: services, traffic objects and deployments it carries at their current
+        generation are observed / routed (`routing_status.py`; the generations each service's routing was built from
+        come from `self.routing`: a part kept from its last good value is not its current generation); the
+        deployments whose routed instances changed get a new status (their Ready waits for this)."""
+        generations = {svc["key"]: live.generations for svc in snapshot["services"]
+                       if (live := self.routing.service(svc["key"])) is not None}
+        for svc, dep in sorted(self.routing_status.observe(snapshot, generations)):
+            self._write_status(svc, dep)
+
+    def _routing_failed(self, exc: Exception, reason: str = "PublishFailed") -> None:
+        """A snapshot could not be made live: every service says so (Ready False with the reason) until one is."""
+        message = f"the gateway did not take routing snapshot {self._snapshot_version}: {exc}"
+        try:
+            self.routing_status.failed(reason, message)
+            self.store.record_event(PLATFORM, "gateway", reason, f"the gateway did not take a routing snapshot: "
+                                    f"{type(exc).__name__}", type="Warning", request_id="reconciler")
+        except Exception:
+            log.exception("recording the failed publish failed")
 
     def metrics_lines(self) -> list[str]:
         """The platform's own gauges (instances per role, desired and ready), Prometheus text format."""
@@ -562,13 +674,11 @@ def _probes(role: Role, preset: dict[str, Any]) -> Probes:
     return Probes(startup=convert(role.probes.startup), readiness=readiness, liveness=convert(role.probes.liveness))
 
 
-def _record(data: dict[str, Any]) -> InstanceRecord:
-    fields = InstanceRecord.__dataclass_fields__
-    return InstanceRecord(**{k: v for k, v in data.items() if k in fields})
-
-
-def _record_dict(record: InstanceRecord) -> dict[str, Any]:
-    return {k: getattr(record, k) for k in InstanceRecord.__dataclass_fields__}
+def _stop_entry(key: RoleKey, instance: str, ended: Termination) -> dict[str, Any]:
+    """One line of the platform's stop report."""
+    return {"service": key[0], "deployment": key[1], "role": key[2], "instance": instance,
+            "exit_code": ended.exit_code, "killed": ended.forced, "graceful_s": ended.grace_s,
+            "leftovers": list(ended.leftovers)}
 
 
 __all__ = ["ImageNotRunnable", "Reconciler", "Settings"]

@@ -2,8 +2,15 @@
 
 Data dir: `--data-dir`, else env `INFERSTACK_DATA_DIR`, else `~/.inferstack`. It holds `platform.db` (the store),
 `token` (the API's bearer token, mode 0600, created once), `platform.json` (`url`, `pid`, `start_time` of the
-running server; removed when it stops), `lock` (held while a server runs: one server per data dir),
-`platform.log` (a detached server's output) and `gateway/` (the gateway's state dir: `gateway/statedir.py`).
+running server, and `stopping` once it stops; removed when it has stopped), `lock` (held while a server runs: one
+server per data dir), `platform.log` (a detached server's output), `gateway/` (the gateway's state dir:
+`gateway/statedir.py`) and `last-stop.json` (how each instance ended when the server last stopped).
+
+Stopping (`stop`, `inferstack platform stop`): SIGTERM; the server withdraws every instance from routing, gives each
+its own graceful period, then kills what is left of its process tree, and stops the gateway. As soon as it starts,
+it announces in `platform.json` how long that may take (the longest graceful period plus a margin), and `stop`
+waits that long — a server is killed only when it overruns the announcement (or never announces), and then `stop`
+stops the instance process trees it left itself. The report says what had to be killed.
 
 Run as `python -m inferstack.platform.server [serve|stop] ...` (what `--detach` and the tests start: it imports less
 than the CLI)."""
@@ -31,6 +38,9 @@ TOKEN_FILE = "token"
 INFO_FILE = "platform.json"
 LOCK_FILE = "lock"
 LOG_FILE = "platform.log"
+STOP_REPORT_FILE = "last-stop.json"
+SHUTDOWN_MARGIN_S = 15.0  # beyond the longest graceful period: connections (5 s), routing, tree kills, the gateway
+ANNOUNCE_WAIT_S = 30.0  # how long `stop` waits for a server that has not announced its shutdown yet
 
 log = logging.getLogger("inferstack.platform")
 
@@ -144,7 +154,12 @@ def serve(data_dir: str | Path | None = None, host: str = "127.0.0.1", port: int
     from .embedded import attach, runtime_enabled
 
     if runtime_enabled(runtime):
-        attach(platform, root)
+        try:
+            attach(platform, root)
+        except ValueError as exc:  # a knob from the environment that makes no sense: say which, start nothing
+            store.close()
+            os.close(lock_fd)
+            raise PlatformProcessError(str(exc)) from None
     if configure is not None:
         configure(platform)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -171,6 +186,11 @@ def serve(data_dir: str | Path | None = None, host: str = "127.0.0.1", port: int
             _write_info(root, info)
             if on_ready is not None:
                 on_ready(info)
+            announcer = asyncio.create_task(_announce_stop(root, info, server, platform))
+            try:
+                await task
+            finally:
+                announcer.cancel()
         await task
 
     # uvicorn handles SIGTERM / SIGINT while serving and raises them again once it has shut down; these handlers
@@ -180,12 +200,30 @@ def serve(data_dir: str | Path | None = None, host: str = "127.0.0.1", port: int
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
             runner.run(main())
     finally:
+        if platform.runtime is not None:
+            _write_stop_report(root, getattr(platform.runtime, "stop_report", []))
         _remove_info(root)
         store.close()
         sock.close()
         os.close(lock_fd)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+async def _announce_stop(root: Path, info: dict[str, Any], server: Any, platform: Any) -> None:
+    """Once the server is told to stop, say in `platform.json` how long stopping may take (`stop` waits so long)."""
+    while not server.should_exit:
+        await asyncio.sleep(0.05)
+    graceful = platform.runtime.graceful_shutdown_s() if platform.runtime is not None else 0.0
+    _write_info(root, {**info, "stopping": {"since": time.time(), "graceful_s": graceful,
+                                            "expected_s": graceful + SHUTDOWN_MARGIN_S}})
+
+
+def _write_stop_report(root: Path, instances: list[dict[str, Any]]) -> None:
+    report = {"pid": os.getpid(), "stopped_at": time.time(), "instances": instances}
+    tmp = root / f".{STOP_REPORT_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, root / STOP_REPORT_FILE)
 
 
 def _ignore(signum: int, frame: Any) -> None:
@@ -219,12 +257,18 @@ def start_detached(data_dir: str | Path | None = None, host: str = "127.0.0.1", 
     raise PlatformProcessError(f"the platform did not become healthy within {timeout:g}s:\n{_tail(log_path)}")
 
 
-def stop(data_dir: str | Path | None = None, timeout: float = 20.0) -> dict[str, Any] | None:
-    """SIGTERM the data dir's server and wait until it has exited (SIGKILL after `timeout`). None: none was running."""
+def stop(data_dir: str | Path | None = None, timeout: float | None = None) -> dict[str, Any] | None:
+    """SIGTERM the data dir's server and wait until it has exited; None when none was running.
+
+    It waits as long as the server announces its shutdown may take (its instances' longest graceful period plus a
+    margin), or `timeout` seconds when given. A server that overruns is killed (SIGKILL) and the instance process
+    trees it left are stopped here. Returns the server's info with `report` (how each instance ended, from
+    `last-stop.json`), `forced` (the server had to be killed) and `cleaned` (process trees stopped here)."""
     root = resolve_data_dir(data_dir)
     info = read_info(root)
     if info is None:
-        return None
+        cleaned = _stop_left_trees(root, _longest_grace(root)) if (root / "platform.db").exists() else {}
+        return {"url": None, "pid": None, "running": False, "cleaned": cleaned} if cleaned else None
     pid, started = info["pid"], info.get("start_time")
 
     def alive() -> bool:
@@ -232,13 +276,89 @@ def stop(data_dir: str | Path | None = None, timeout: float = 20.0) -> dict[str,
         return now is not None and (started is None or now == started)
 
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
+    begun = time.monotonic()
+    force_at = begun + (timeout if timeout is not None else ANNOUNCE_WAIT_S)
+    forced = False
     while alive():
-        if time.monotonic() > deadline:
+        if timeout is None and not forced:
+            announced = _stopping(root, pid)
+            if announced is not None:  # its own estimate, from when it began: wait that long, and a little more
+                left = float(announced.get("since", time.time())) + float(announced.get("expected_s", 0.0)) - time.time()
+                force_at = max(begun + ANNOUNCE_WAIT_S, time.monotonic() + left + 5.0)
+        if time.monotonic() > force_at and not forced:
+            log.warning("the platform (pid %d) overran its shutdown: SIGKILL", pid)
             os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
+            forced = True
         time.sleep(0.02)
-    return info
+    cleaned = _stop_left_trees(root, 2.0) if forced else {}  # it overran already: a short grace
+    return {**info, "report": _read_stop_report(root, pid), "forced": forced, "cleaned": cleaned}
+
+
+def _stopping(root: Path, pid: int) -> dict[str, Any] | None:
+    try:
+        info = json.loads((root / INFO_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    stopping = info.get("stopping") if info.get("pid") == pid else None
+    return stopping if isinstance(stopping, dict) else None
+
+
+def _read_stop_report(root: Path, pid: int) -> list[dict[str, Any]] | None:
+    try:
+        report = json.loads((root / STOP_REPORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return report.get("instances") if report.get("pid") == pid else None
+
+
+def _stop_left_trees(root: Path, grace_s: float) -> dict[str, list[int]]:
+    """With no server running (killed, or killed here): stop every instance process tree of this data dir."""
+    from .runtime.tree import scope_of, stray_trees, terminate_strays
+
+    trees = stray_trees(scope_of(root), keep=[])
+    return terminate_strays(trees, grace_s) if trees else {}
+
+
+def _longest_grace(root: Path) -> float:
+    """The longest graceful period of the data dir's deployments (the default 30 s when none can be read)."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"file:{root / 'platform.db'}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT spec FROM objects WHERE kind = 'deployment'").fetchall()
+        finally:
+            conn.close()
+        graces = [float(json.loads(spec).get("graceful_shutdown_s", 30.0)) for (spec,) in rows]
+    except (sqlite3.Error, ValueError, TypeError):
+        return 30.0
+    return max([g for g in graces if 0 <= g < float("inf")], default=30.0)
+
+
+def describe_stop(result: dict[str, Any]) -> list[str]:
+    """What `stop` did, in lines a person reads (the CLI prints them)."""
+    if result.get("running") is False:
+        cleaned = result.get("cleaned") or {}
+        return [(f"no platform was running; stopped {len(cleaned)} instance process tree(s) "
+                 f"({sum(map(len, cleaned.values()))} process(es)) a killed platform had left")]
+    lines = [f"stopped the platform at {result['url']} (pid {result['pid']})"]
+    report = result.get("report") or []
+    if report:
+        killed = [r for r in report if r.get("killed")]
+        lines.append(f"  {len(report)} instance(s) stopped: {len(report) - len(killed)} within their graceful "
+                     f"period" + (f", {len(killed)} killed (SIGKILL) after it" if killed else ""))
+        for r in killed:
+            lines.append(f"    {r['service']}/{r['deployment']} {r['instance']}: still running after "
+                         f"{r['graceful_s']:g}s")
+        leftovers = sum(len(r.get("leftovers") or []) for r in report)
+        if leftovers:
+            lines.append(f"  {leftovers} leftover process(es) of instance process trees killed")
+    if result.get("forced"):
+        cleaned = result.get("cleaned") or {}
+        lines.append(f"  the platform overran its announced shutdown and was killed (SIGKILL); "
+                     f"{len(cleaned)} instance process tree(s) it left ({sum(map(len, cleaned.values()))} "
+                     f"process(es)) were stopped")
+    return lines
 
 
 def _healthy(url: str) -> bool:
@@ -272,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "stop":
             info = stop(args.data_dir)
-            print("stopped" if info else "no platform running")
+            print("\n".join(describe_stop(info)) if info else "no platform running")
         else:
             serve(args.data_dir, args.host, args.port, runtime=args.runtime)
     except PlatformProcessError as exc:

@@ -1,6 +1,6 @@
 """The platform's state in SQLite (WAL): one row per object, an event log, and a revision counter.
 
-Layout (schema version 2):
+Layout (schema version 3):
 - `objects(kind, parent, key)` — every object: inventory kinds (`vpcs`, `queues`, …: the `Inventory` attribute
   names), `service`, `deployment` and `traffic` (parent = the service key). Columns: uid, generation,
   resource_version, created_at, updated_at, spec (JSON, secrets included: the file is the data dir's, mode 0600),
@@ -9,8 +9,12 @@ Layout (schema version 2):
   path, service, action (`create`, `update`, …), request id, generation, resource version and the changed spec
   paths (never values, so never secrets). A runtime event (`record_event`: an instance started, crashed or was
   preempted, the gateway restarted, …) appends a row with action `event`, a `type` (`Normal` | `Warning`), a
-  CamelCase `reason` and a `message` a person can read; its message must never carry a secret. Version 1 stores
-  (no type/reason/message columns) are migrated in place on open.
+  CamelCase `reason` and a `message` a person can read; its message must never carry a secret. Repeats aggregate,
+  as Kubernetes aggregates events: a runtime event identical to one recorded for the same object within
+  `EVENT_AGGREGATION_S` (10 minutes) adds no row — that row moves to the end of the log (a new `seq`, so followers
+  polling with `since` see it again) with its `count` incremented, `time` the latest occurrence and `first_time` the
+  first. Older stores are migrated in place on open (version 1: no type/reason/message; version 2: no
+  count/first_time).
 - `meta(key)` — `schema_version`, `revision` (the last resource version handed out; every row write takes the next).
 
 A `Tx` is one SQLite transaction (`BEGIN IMMEDIATE` … `COMMIT`): either every row of a write lands or none does.
@@ -26,6 +30,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,8 @@ from inferstack.spec import default_inventory
 
 from .objects import now, object_path, owning_service
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+EVENT_AGGREGATION_S = 600.0  # identical runtime events within this window share one row (with a count)
 PLATFORM = "platform"  # the kind of events about the platform itself (the gateway process, the server)
 EVENT_TYPES = ("Normal", "Warning")
 DB_NAME = "platform.db"
@@ -66,11 +72,24 @@ CREATE TABLE events (
     changes TEXT NOT NULL,
     type TEXT NOT NULL DEFAULT 'Normal',
     reason TEXT NOT NULL DEFAULT '',
-    message TEXT NOT NULL DEFAULT ''
+    message TEXT NOT NULL DEFAULT '',
+    count INTEGER NOT NULL DEFAULT 1,
+    first_time TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX events_by_object ON events (object, seq);
 CREATE INDEX events_by_service ON events (service, seq);
+CREATE INDEX events_by_reason ON events (object, reason, seq);
 """
+
+# Columns (and indexes) each schema version added to the events table, to migrate older stores in place.
+_MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE events ADD COLUMN type TEXT NOT NULL DEFAULT 'Normal'",
+        "ALTER TABLE events ADD COLUMN reason TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE events ADD COLUMN message TEXT NOT NULL DEFAULT ''"],
+    3: ["ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE events ADD COLUMN first_time TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX events_by_reason ON events (object, reason, seq)"],
+}
 
 _COLUMNS = "kind, parent, key, uid, generation, resource_version, created_at, updated_at, spec, status"
 
@@ -256,17 +275,19 @@ class Store:
             self._create(bootstrap=new)
         else:
             (version,) = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if int(version) == 1:
-                self._migrate_v1()
+            if int(version) < SCHEMA_VERSION:
+                self._migrate(int(version))
             elif int(version) != SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path}: schema version {version}, this platform reads {SCHEMA_VERSION}")
 
-    def _migrate_v1(self) -> None:
-        """Version 1 → 2: the events table gains type, reason and message (runtime events), in one transaction."""
+    def _migrate(self, version: int) -> None:
+        """From `version` to `SCHEMA_VERSION` in one transaction (2: runtime events' type, reason and message;
+        3: their count and first time)."""
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            for column, default in (("type", "'Normal'"), ("reason", "''"), ("message", "''")):
-                self._conn.execute(f"ALTER TABLE events ADD COLUMN {column} TEXT NOT NULL DEFAULT {default}")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step]:
+                    self._conn.execute(statement)
             self._conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             self._conn.execute("COMMIT")
         except BaseException:
@@ -357,7 +378,7 @@ class Store:
                limit: int | None = None) -> list[dict[str, Any]]:
         """Events in order, of one service (its own, its deployments' and its traffic's) or one object path."""
         sql = ("SELECT seq, time, object, action, request_id, generation, resource_version, changes, uid, type, "
-               "reason, message FROM events WHERE seq > ?")
+               "reason, message, count, first_time FROM events WHERE seq > ?")
         args: list[Any] = [since]
         if service is not None:
             sql += " AND service = ?"
@@ -373,8 +394,14 @@ class Store:
             rows = self._conn.execute(sql, args).fetchall()
         return [{"seq": seq, "time": t, "object": obj, "action": action, "request_id": rid, "generation": gen,
                  "resource_version": str(rv), "changes": json.loads(changes), "uid": uid, "type": type_,
-                 "reason": reason, "message": message}
-                for seq, t, obj, action, rid, gen, rv, changes, uid, type_, reason, message in rows]
+                 "reason": reason, "message": message, "count": count, "first_time": first or t}
+                for seq, t, obj, action, rid, gen, rv, changes, uid, type_, reason, message, count, first in rows]
+
+    def last_seq(self) -> int:
+        """The newest event's seq (0 for an empty log): where a follower starts."""
+        with self._lock:
+            (seq,) = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+        return int(seq)
 
     def revision(self) -> int:
         with self._lock:
@@ -404,21 +431,36 @@ class Store:
         (`kind="platform"`, e.g. `key="gateway"`: object path `platform/gateway`, no service). The object's uid and
         generation are stamped when it exists; the resource version is the store's current revision (an event
         changes no object). `reason` is CamelCase (`Started`, `BackOff`, `GatewayRestarted`); `message` is for a
-        person and must never carry a secret. Returns the event as `events()` lists it."""
+        person and must never carry a secret — nor numbers that change on every repeat (pids, ports, delays), so that
+        repeats aggregate into one row with a `count` (module doc). Returns the event as `events()` lists it."""
         if type not in EVENT_TYPES:
             raise ValueError(f"event type {type!r} is not one of {EVENT_TYPES}")
         if not re.fullmatch(r"[A-Z][A-Za-z0-9]{0,63}", reason):
             raise ValueError(f"event reason {reason!r} is not a CamelCase word")
+        at = now()
+        cutoff = (datetime.now(UTC) - timedelta(seconds=EVENT_AGGREGATION_S)).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
         with self.transaction(request_id) as tx:
             row = None if kind == PLATFORM else tx.get(kind, key, parent)
             path = f"{PLATFORM}/{key}" if kind == PLATFORM else object_path(kind, key, parent)
             service = "" if kind == PLATFORM else owning_service(kind, key, parent)
+            uid = row.uid if row else ""
             (rev,) = self._conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+            count, first = 1, at
+            repeat = self._conn.execute(
+                "SELECT seq, count, first_time, time FROM events WHERE object = ? AND reason = ? AND action = 'event' "
+                "AND type = ? AND message = ? AND uid = ? AND time >= ? ORDER BY seq DESC LIMIT 1",
+                (path, reason, type, message, uid, cutoff)).fetchone()
+            if repeat is not None:  # aggregated: the earlier row moves to the end of the log with its count
+                old_seq, old_count, old_first, old_time = repeat
+                count, first = old_count + 1, old_first or old_time
+                self._conn.execute("DELETE FROM events WHERE seq = ?", (old_seq,))
             cur = self._conn.execute(
                 "INSERT INTO events (time, object, service, uid, action, request_id, generation, resource_version, "
-                "changes, type, reason, message) VALUES (?, ?, ?, ?, 'event', ?, ?, ?, '[]', ?, ?, ?)",
-                (now(), path, service, row.uid if row else "", request_id, row.generation if row else 0, int(rev),
-                 type, reason, message))
+                "changes, type, reason, message, count, first_time) "
+                "VALUES (?, ?, ?, ?, 'event', ?, ?, ?, '[]', ?, ?, ?, ?, ?)",
+                (at, path, service, uid, request_id, row.generation if row else 0, int(rev), type, reason, message,
+                 count, first))
             seq = cur.lastrowid
         return self.events(since=seq - 1, limit=1)[0]
 
@@ -438,4 +480,4 @@ def _dump(conn: sqlite3.Connection) -> dict[str, list[tuple]]:
     return {t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
 
 
-__all__ = ["DB_NAME", "EVENT_TYPES", "PLATFORM", "Change", "Row", "Store", "Tx", "changed_paths", "dump_database"]
+__all__ = ["DB_NAME", "EVENT_AGGREGATION_S", "EVENT_TYPES", "PLATFORM", "Change", "Row", "Store", "Tx", "changed_paths", "dump_database"]

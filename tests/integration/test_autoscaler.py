@@ -64,8 +64,9 @@ def test_in_flight_load_scales_out_to_max_and_back_to_min_after_the_stabilisatio
     status = client.get_deployment("burst", "elastic")["status"]
     assert "→ 1: in_flight 0 per instance" in status["autoscaling"]["main"]["reason"]  # via 2 if it drained so
     assert client.get_deployment("burst", "elastic")["spec"]["replicas"] == 1  # the count lives in status only
-    events = [e for e in client.events("burst") if e["action"] == "autoscale"]
+    events = [e for e in client.events("burst") if e["reason"] == "SuccessfulRescale"]
     assert len(events) >= 2 and all(e["object"] == "services/burst/deployments/elastic" for e in events)
+    assert events[0]["message"].startswith("role main: 1 → ") and "→ 1: in_flight 0" in events[-1]["message"]
 
 
 def test_an_open_schedule_window_fixes_the_count(platform):

@@ -42,7 +42,7 @@ def test_rolling_update_of_4_instances_under_load_fails_no_request_and_a_broken_
         assert status["status"]["roles"]["main"]["ready"] >= 3  # 4 replicas, 25 % unavailable
     finally:
         platform.stop()
-    assert instance_pids("roll") == {}
+    assert instance_pids("roll", tmp_path / "data") == {}
 
 
 def test_platform_sigkill_and_restart_readopts_instances_and_stop_leaves_no_process(tmp_path):
@@ -51,22 +51,22 @@ def test_platform_sigkill_and_restart_readopts_instances_and_stop_leaves_no_proc
         client = platform.client()
         client.apply({"services": [echo_service("adopt", [echo_deployment("main", replicas=3)])]})
         wait_ready(client, "adopt")
-        before = instance_pids("adopt")
+        before = instance_pids("adopt", tmp_path / "data")
         assert len(before) == 3
         platform.kill()
-        assert instance_pids("adopt") == before  # instances outlive a platform crash
+        assert instance_pids("adopt", tmp_path / "data") == before  # instances outlive a platform crash
         platform.start()
         client = platform.client()
         wait_ready(client, "adopt")
         time.sleep(0.5)
-        assert instance_pids("adopt") == before  # re-adopted: the same processes, none doubled
+        assert instance_pids("adopt", tmp_path / "data") == before  # re-adopted: the same processes, none doubled
         url, headers = gateway(client, "adopt")
         with Load(url, headers) as load:
             time.sleep(0.3)
         assert load.failed == 0 and sum(load.statuses.values()) > 5
     finally:
         platform.stop()
-    assert instance_pids("adopt") == {}
+    assert instance_pids("adopt", tmp_path / "data") == {}
 
 
 def test_first_added_deployment_redeploys_legacy_default(tmp_path):
@@ -77,7 +77,7 @@ def test_first_added_deployment_redeploys_legacy_default(tmp_path):
         inline = {k: v for k, v in echo_deployment("x", replicas=1).items() if k != "name"}
         client.apply({"services": [{**flat, **inline}]})
         wait_ready(client, "ocr")
-        before = instance_pids("ocr")
+        before = instance_pids("ocr", tmp_path / "data")
         default = client.get_deployment("ocr", "default")
         plan = client.apply({"services": [{**flat, "deployments": [
             {**inline, "name": "Default", "key": "default", "weight": 100},
@@ -92,7 +92,7 @@ def test_first_added_deployment_redeploys_legacy_default(tmp_path):
         assert after["metadata"]["generation"] == default["metadata"]["generation"] + 1
         assert after["status"]["roles"]["main"]["revision"] != default["status"]["roles"]["main"]["revision"]
         old_default = {i: p for i, p in before.items() if "-default-" in i}
-        new_default = {i: p for i, p in instance_pids("ocr").items() if "-default-" in i}
+        new_default = {i: p for i, p in instance_pids("ocr", tmp_path / "data").items() if "-default-" in i}
         assert old_default and new_default and not set(old_default.values()) & set(new_default.values())
     finally:
         platform.stop()

@@ -349,7 +349,7 @@ def one_pass(autoscaler: Autoscaler) -> None:
     asyncio.run(autoscaler.tick())
 
 
-def test_a_pass_writes_the_count_to_status_with_an_autoscale_event_and_hands_it_to_the_reconciler(tmp_path):
+def test_a_pass_writes_the_count_to_status_with_a_rescale_event_and_hands_it_to_the_reconciler(tmp_path):
     store = Store.open(tmp_path)
     put(store, "chat", deployment("stable", replicas=1, autoscaling=IN_FLIGHT), {"main": 1})
     reconciler = RecordingReconciler()
@@ -364,12 +364,13 @@ def test_a_pass_writes_the_count_to_status_with_an_autoscale_event_and_hands_it_
     assert row.status["roles"]["main"]["autoscaled"] == 3 and row.status["roles"]["main"]["ready"] == 1
     assert row.status["autoscaling"]["main"]["reason"].startswith("1 → 3: in_flight 5 per instance")
     assert reconciler.changed == ["chat"]
-    events = [e for e in store.events(object="services/chat/deployments/stable") if e["action"] == "autoscale"]
-    assert len(events) == 1 and events[0]["request_id"] == "autoscaler"
-    assert "status.autoscaling" in events[0]["changes"] and row.spec == deployment("stable", replicas=1,
-                                                                                    autoscaling=IN_FLIGHT)
+    events = [e for e in store.events(object="services/chat/deployments/stable") if e["action"] == "event"]
+    assert [(e["reason"], e["type"], e["request_id"]) for e in events] == [
+        ("SuccessfulRescale", "Normal", "autoscaler")]
+    assert events[0]["message"].startswith("role main: 1 → 3: in_flight 5 per instance")
+    assert row.spec == deployment("stable", replicas=1, autoscaling=IN_FLIGHT)
     one_pass(autoscaler)  # same load, same count: no write, no event
-    assert len([e for e in store.events(object="services/chat/deployments/stable") if e["action"] == "autoscale"]) == 1
+    assert [e["action"] for e in store.events(object="services/chat/deployments/stable")] == ["create", "event"]
 
 
 def test_a_prepaid_queue_caps_the_count_and_says_pending(tmp_path):
@@ -387,6 +388,8 @@ def test_a_prepaid_queue_caps_the_count_and_says_pending(tmp_path):
     pending = status["autoscaling"]["main"]["pending"]
     assert pending.startswith("Pending: 1 instance(s) wanted above 2: prepaid queue 'q-tiny' holds 3 of 'cpu-small'")
     assert pending in status["autoscaling"]["main"]["reason"]
+    limited = [e for e in store.events(object="services/chat/deployments/elastic") if e["reason"] == "ScalingLimited"]
+    assert [(e["type"], e["message"]) for e in limited] == [("Warning", f"role main: {pending}")]
 
 
 def test_a_pay_as_you_go_quota_caps_the_count_and_lower_priority_roles_do_not(tmp_path):

@@ -128,5 +128,48 @@ def test_a_version_1_store_is_migrated_in_place_and_keeps_its_events(tmp_path: P
         ("create", ["name"], "Normal", "", "")
     store.record_event(SERVICE, "chat", "Routed", "snapshot 7 is live")
     store.close()
-    reopened = Store.open(tmp_path)  # version 2 now: opens without migrating again
+    reopened = Store.open(tmp_path)  # the current version now: opens without migrating again
     assert [e["action"] for e in reopened.events()] == ["create", "event"]
+    assert [e["count"] for e in reopened.events()] == [1, 1]
+
+
+def test_identical_runtime_events_aggregate_into_one_row_that_moves_to_the_end_with_a_count(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    with store.transaction("t") as tx:
+        tx.put(SERVICE, "chat", {"name": "chat"})
+        tx.put(DEPLOYMENT, "stable", {"name": "stable"}, parent="chat")
+    first = store.record_event(DEPLOYMENT, "stable", "BackOff", "instance 1 exited with code 3", parent="chat",
+                               type="Warning")
+    store.record_event(DEPLOYMENT, "stable", "Started", "restarted instance 1", parent="chat")
+    again = store.record_event(DEPLOYMENT, "stable", "BackOff", "instance 1 exited with code 3", parent="chat",
+                               type="Warning")
+    other = store.record_event(DEPLOYMENT, "stable", "BackOff", "instance 1 exited with code 4", parent="chat",
+                               type="Warning")
+    events = [e for e in store.events(service="chat") if e["action"] == "event"]
+    assert [(e["reason"], e["count"]) for e in events] == [("Started", 1), ("BackOff", 2), ("BackOff", 1)]
+    assert again["seq"] > first["seq"] and again["count"] == 2  # a follower polling with `since` sees it again
+    assert again["first_time"] == first["time"] <= again["time"]
+    assert other["count"] == 1  # another message is another event
+    assert store.events(since=again["seq"] - 1)[0]["count"] == 2
+    assert store.last_seq() == other["seq"]
+    # A re-created object with the same key (another uid) starts its own count.
+    with store.transaction("t") as tx:
+        tx.delete(DEPLOYMENT, "stable", "chat")
+        tx.put(DEPLOYMENT, "stable", {"name": "stable"}, parent="chat")
+    fresh = store.record_event(DEPLOYMENT, "stable", "BackOff", "instance 1 exited with code 3", parent="chat",
+                               type="Warning")
+    assert fresh["count"] == 1
+
+
+def test_a_version_2_store_is_migrated_to_count_events(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    store.record_event(PLATFORM, "gateway", "GatewayRestarted", "restarted")
+    store.close()
+    conn = sqlite3.connect(tmp_path / "platform.db")
+    conn.executescript("DROP INDEX events_by_reason; ALTER TABLE events DROP COLUMN count; "
+                       "ALTER TABLE events DROP COLUMN first_time; UPDATE meta SET value = '2' "
+                       "WHERE key = 'schema_version';")
+    conn.commit()
+    conn.close()
+    store = Store.open(tmp_path)
+    assert store.record_event(PLATFORM, "gateway", "GatewayRestarted", "restarted")["count"] == 2

@@ -11,7 +11,7 @@ import sys
 import textwrap
 import time
 
-from inferstack.platform.runtime import InstanceProcess, InstanceRecord
+from inferstack.platform.runtime import InstanceProcess, InstanceRecord, ProcessTree
 from inferstack.platform.runtime.tree import is_subreaper
 
 from .conftest import (
@@ -77,6 +77,8 @@ async def test_records_of_dead_or_reused_pids_are_forgotten_and_replaced(tmp_pat
         assert is_running(reused.pid)
     assert not is_running(alive.pid)
     os.kill(reused.pid, signal.SIGKILL)
+    await wait_until(lambda: not is_running(reused.pid), 2, "the kill")
+    ProcessTree(reused.tree, reused.cgroup).release()  # its cgroup: a platform releases it when it stops it
 
 
 PLATFORM = textwrap.dedent("""

@@ -247,6 +247,8 @@ class RoleController:
                 process = None
             if process is None:
                 log.info("not adopting %s: pid %d is gone or is another process now", record.id, record.pid)
+                if tree is not None:
+                    tree.release()  # its cgroup, once nothing of it runs any more
                 continue
             template = self._template if self._template and self._template.revision == record.revision else None
             inst = _Instance(record.id, ordinal, record.revision, template, log_path)
@@ -492,7 +494,7 @@ class RoleController:
                 ok, result = startup.result()
                 if not ok:
                     problem = (f"instance {inst.id} failed its startup probe {probes.startup.failure_threshold} "
-                               f"time(s) in a row ({result.detail}) (see log {inst.log_path})")
+                               f"time(s) in a row ({self._redact(inst, result.detail)}) (see log {inst.log_path})")
                     self._event("Unhealthy", problem, "Warning", inst)
                     stopped = await process.terminate(grace_s)
                     return problem, stopped.exit_code
@@ -512,7 +514,7 @@ class RoleController:
             for watcher in watchers:  # readiness must not put it back into routing while it is being stopped
                 watcher.cancel()
             problem = (f"instance {inst.id} failed its liveness probe {probes.liveness.failure_threshold} time(s) "
-                       f"in a row ({result.detail})")
+                       f"in a row ({self._redact(inst, result.detail)})")
             self._event("Unhealthy", f"{problem}: restarting it", "Warning", inst)
             self._set_ready(inst, False)
             await self._withdraw(inst)
@@ -553,11 +555,12 @@ class RoleController:
         state = ProbeState(probe, passing=inst.ready)
         async for result in probe_results(probe, target, skip_initial_delay=inst.adopted):
             if not result.ok and not inst.ready:
-                inst.not_ready = f"instance {inst.id} is not ready: {result.detail}"
+                inst.not_ready = f"instance {inst.id} is not ready: {self._redact(inst, result.detail)}"
             if state.record(result.ok):
                 if not state.passing and inst.ready:
                     self._event("Unhealthy", f"instance {inst.id} is not ready: readiness probe failed "
-                                             f"{probe.failure_threshold} time(s) in a row ({result.detail})",
+                                             f"{probe.failure_threshold} time(s) in a row "
+                                             f"({self._redact(inst, result.detail)})",
                                 "Warning", inst)
                 self._set_ready(inst, bool(state.passing))
 
@@ -669,6 +672,11 @@ class RoleController:
 
     def _sessions(self) -> list[int]:
         return [i.process.pid for i in self._instances.values() if i.process is not None]
+
+    def _redact(self, inst: _Instance, text: str) -> str:
+        """A probe's output (an exec probe may print anything) with the instance's secret values masked."""
+        template = inst.template or self._template
+        return template.redact(text) if template is not None else text
 
     def _template_of(self, inst: _Instance) -> RoleTemplate:
         template = inst.template or self._template

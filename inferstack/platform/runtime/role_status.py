@@ -72,8 +72,8 @@ def role_status(*, revision: str | None, replicas: int, strategy: RollingUpdate,
         else:
             degraded = Condition("Degraded", "False", "AsExpected", progress)
     elif new and all(i.crash_looping for i in new):
-        message = (f"rollout stopped: every new instance of revision {revision} is crash-looping ({len(new)}): "
-                   f"{_worst(new)}{serving}")
+        message = (f"rollout stopped: every new instance of revision {revision} is crash-looping ({len(new)})"
+                   f"{serving}: {_worst(new)}")
         progressing = Condition("Progressing", "False", CRASH_LOOP_BACK_OFF, message)
         degraded = Condition("Degraded", "True", CRASH_LOOP_BACK_OFF, message)
     elif deadline_passed:

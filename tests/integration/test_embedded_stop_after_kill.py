@@ -1,0 +1,26 @@
+"""`inferstack platform stop` after the platform was killed with -9: no server answers, yet nothing of its instances'
+process trees is left running afterwards (each gets its graceful period first)."""
+
+from __future__ import annotations
+
+from embedded_harness import instance_pids, service_pids, start_platform
+from test_embedded_stop import cli_stop, port_is_free, ready_tree, stubborn_service
+
+
+def test_stop_with_no_platform_running_stops_the_instance_trees_a_killed_platform_left(tmp_path):
+    platform = start_platform(tmp_path / "data")
+    try:
+        client = platform.client()
+        client.apply({"services": [stubborn_service("orphaned")]})
+        port, pids = ready_tree(client, "orphaned", tmp_path / "data")
+        platform.kill()
+        assert service_pids("orphaned", tmp_path / "data") == pids  # the instance and its setsid child outlive the platform
+        done, took = cli_stop(tmp_path / "data")
+    finally:
+        platform.stop()
+    assert done.returncode == 0, done.stderr
+    assert "no platform was running; stopped 1 instance process tree(s) (2 process(es)) a killed platform had left" \
+        in done.stdout
+    assert took >= 2.0  # the deployment's 2 s graceful period (it ignores SIGTERM), then SIGKILL
+    assert service_pids("orphaned", tmp_path / "data") == set() and instance_pids("orphaned", tmp_path / "data") == {}
+    assert port_is_free(port)
