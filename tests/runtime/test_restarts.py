@@ -74,7 +74,7 @@ async def test_a_failing_liveness_probe_restarts_the_instance_with_growing_backo
 
 async def test_failing_startup_probe_restarts_and_degrades_with_the_probe_named(tmp_path):
     probes = Probes(startup=Probe(HttpGet("/healthz"), period_s=0.05, failure_threshold=3), readiness=FAST_READINESS)
-    async with running_controller(tmp_path, progress_deadline_s=1.0) as ctl:
+    async with running_controller(tmp_path, progress_deadline_s=60) as ctl:  # the crash loop stops it, not this
         ctl.set_desired(echo_template("a", probes=probes, ECHO_WARMUP_S="30"), 1)
         await wait_until(lambda: ctl.status().condition("Degraded").status == "True", 5, "Degraded")
         message = ctl.status().condition("Degraded").message

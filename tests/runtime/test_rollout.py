@@ -48,14 +48,15 @@ async def test_rolling_update_stays_within_surge_and_unavailability_at_every_mom
 
 
 async def test_broken_revision_stops_the_rollout_degraded_and_old_instances_keep_serving(tmp_path):
-    async with running_controller(tmp_path, progress_deadline_s=1.5) as ctl:
+    # A deadline far away: the crash loop, not the deadline, stops this rollout.
+    async with running_controller(tmp_path, progress_deadline_s=60) as ctl:
         ctl.set_desired(echo_template("good"), 4, RollingUpdate(25, 25))
         await wait_until(lambda: is_complete(ctl, "good"), 10, "4 good instances")
 
         async with Sampler(ctl) as sampler:
             ctl.set_desired(echo_template("bad", ECHO_EXIT_AT_START="1"), 4, RollingUpdate(25, 25))
-            await asyncio.sleep(0.5)
-            assert ctl.status().condition("Progressing").status == "True"
+            assert (ctl.status().condition("Progressing").status, ctl.status().condition("Progressing").reason) == (
+                "True", "ReplicaSetUpdated")
             await wait_until(lambda: ctl.status().condition("Degraded").status == "True", 5, "Degraded")
             await asyncio.sleep(0.5)  # it stays stopped: no further old instance is taken down
 
@@ -96,3 +97,19 @@ async def test_changing_the_replica_count_alone_scales_without_a_rollout(tmp_pat
         ctl.set_desired(echo_template("a"), 1, RollingUpdate(25, 25))
         await wait_until(lambda: is_complete(ctl, "a") and ctl.status().total == 1, 10, "1 instance")
         assert [r.id for r in ctl.instances()] == ["chat-canary-main-1"]  # the newest went first
+
+
+async def test_a_revision_that_never_turns_ready_stops_at_the_progress_deadline(tmp_path):
+    async with running_controller(tmp_path, progress_deadline_s=1.5) as ctl:
+        ctl.set_desired(echo_template("good"), 2, RollingUpdate(50, 0))
+        await wait_until(lambda: is_complete(ctl, "good"), 10, "2 good instances")
+        ctl.set_desired(echo_template("slow", ECHO_WARMUP_S="60"), 2, RollingUpdate(50, 0))  # runs, never ready
+        await wait_until(lambda: ctl.status().condition("Degraded").status == "True", 10, "Degraded")
+        status = ctl.status()
+        progressing = status.condition("Progressing")
+        assert (progressing.status, progressing.reason) == ("False", "ProgressDeadlineExceeded")
+        assert "no progress for 1.5s (0/2 instances of revision slow ready, 2 of earlier revisions still serving)" \
+            in progressing.message
+        assert "is not ready: HTTP GET /healthz" in progressing.message  # why, from the new instance's probe
+        assert status.condition("Available").status == "True" and status.crash_looping == 0
+        assert {r.revision for r in ctl.ready_instances()} == {"good"}
