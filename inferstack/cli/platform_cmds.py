@@ -295,6 +295,8 @@ def _conditions(obj: dict, sep: str | None = None) -> Text:
         quiet = {"Ready": None, "Available": "True", "Progressing": "False", "Degraded": "False"}
         if type_ in quiet and (quiet[type_] is None or c.get("status") == quiet[type_]):
             continue
+        if type_ == "Progressing" and c.get("reason") == "NewReplicaSetAvailable":
+            continue  # Kubernetes' "rolled out": True once done, nothing to say
         parts.append(Text.assemble(f"{type_} ", _cond(obj, type_)))
     return Text(sep if sep is not None else cell_separator()).join(parts)
 

@@ -28,7 +28,8 @@ from .output import clock, console, err_console, on_terminal, table
 
 POLL_S = 0.2
 # Instance and role fields that change without meaning a state change, or that are shown otherwise.
-_VOLATILE = frozenset({"pid", "port", "host", "start_time", "log_path", "id", "revision", "instances",
+_VOLATILE = frozenset({"pid", "port", "host", "start_time", "log_path", "tree", "cgroup", "finished_at", "log_tail",
+                       "id", "revision", "instances",
                        "last_transition_time", "last_probe_time", "last_heartbeat_time", "started_at", "updated_at",
                        "created_at", "since", "time", "timestamp"})
 _ROLE_COUNTS = ("desired", "ready", "total", "updated", "updated_ready", "replicas")

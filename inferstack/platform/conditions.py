@@ -104,13 +104,13 @@ def deployment_conditions(previous: list[dict[str, Any]], *, generation: int, ob
         ready = condition("Ready", True, "Routed", f"{counts}, routed by the gateway{where}", observed)
 
     conditions = list(previous)
-    for new in (available, progressing, degraded, ready):
+    for new in (ready, progressing, degraded, available):  # a new type goes last: Ready stays first
         conditions = set_condition(conditions, new)
     return conditions
 
 
 def role_summary(rs: RoleStatus) -> dict[str, Any]:
     """A role's counts as the deployment's status lists them (beside its instances)."""
-    return {"desired": rs.replicas, "total": rs.total, "ready": rs.ready, "available": rs.ready,
-            "min_available": rs.min_available, "updated": rs.updated, "updated_ready": rs.updated_ready,
-            "revision": rs.revision, "restarts": rs.restarts, "crash_looping": rs.crash_looping}
+    return {"desired": rs.replicas, "total": rs.total, "ready": rs.ready, "updated": rs.updated,
+            "updated_ready": rs.updated_ready, "revision": rs.revision, "restarts": rs.restarts,
+            "crash_looping": rs.crash_looping}

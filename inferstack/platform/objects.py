@@ -137,8 +137,8 @@ def initial_status(kind: str, spec: dict[str, Any], *, converted: bool = True) -
         dep = Deployment.model_validate(spec)
         roles = {r.name: {"desired": r.starting_replicas, "ready": 0, "updated": 0, "instances": []}
                  for r in dep.effective_roles()}
-        conditions = [condition("Available", False, "Pending", "no instance runs yet"),
-                      *pending_conditions(1, "deployment")]
+        conditions = [*pending_conditions(1, "deployment"),
+                      condition("Available", False, "Pending", "no instance runs yet")]
         return {**base, "roles": roles, "conditions": conditions}
     if kind == TRAFFIC:
         return {**base, "conditions": pending_conditions(1, "traffic object")}
