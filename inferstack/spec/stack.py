@@ -14,7 +14,7 @@ from .findings import Finding, Report, Severity
 from .inventory import Inventory
 from .kubernetes import KubernetesOptions, kubernetes_findings, route_claims, route_path_findings
 from .service import Service
-from .types import Model
+from .types import Model, exact_mapping_keys
 from .validate import _finding, count_findings, inventory_findings, parse, parse_services, service_findings
 
 
@@ -265,6 +265,7 @@ def json_schema() -> dict[str, Any]:
     for name, prop in defs["Deployment"]["properties"].items():
         if name not in service_props and name not in ("name", "key"):
             service_props[name] = {**prop, "description": "Legacy flat form: " + prop.get("description", name)}
+    exact_mapping_keys(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "inferstack stack file"
     return schema

@@ -85,8 +85,33 @@ class Check:
         return out
 
 
+FIELD_RULES: set[str] = {"field.required", "field.unknown", "field.type", "field.enum", "field.invalid",
+                         "number.finite"}
+"""Rule ids a single field decides (the schema states them all); every other rule looks across fields or objects."""
+
+
 def check(rule: str, ok: Callable[[Any], bool], message: str, **schema: Any) -> Check:
+    FIELD_RULES.add(rule)
     return Check(rule, ok, message, schema)
+
+
+def exact_mapping_keys(schema: Any) -> Any:
+    """Pydantic states a mapping whose keys have a pattern as `patternProperties`, which lets keys that do not match
+    through (JSON Schema applies no rule to them). Restate it as `propertyNames` (every key matches) plus
+    `additionalProperties` (every value), in place, over a whole schema; returns it."""
+    if isinstance(schema, dict):
+        patterns = schema.get("patternProperties")
+        if isinstance(patterns, dict) and len(patterns) == 1 and not schema.get("properties"):
+            (pattern, values), = patterns.items()
+            del schema["patternProperties"]
+            schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+            schema["additionalProperties"] = values
+        for value in schema.values():
+            exact_mapping_keys(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            exact_mapping_keys(value)
+    return schema
 
 
 def matches(pattern: re.Pattern[str]) -> Callable[[Any], bool]:

@@ -65,7 +65,11 @@ def findings_from_error(error: ValidationError, base: str) -> list[Finding]:
         message = err["msg"]
         if kind == "extra_forbidden":
             message = f"unknown key '{loc[-1] if loc else ''}' (a typo? see `inferstack schema`)"
-            value = None if isinstance(value, (dict, list)) else value
+            value = None  # never echoed: a misspelt `secret:` key must not send its value back
+        elif kind == "finite_number":
+            message = "must be a finite number (not NaN or Infinity)"
+        elif rule == "field.type" and isinstance(value, (str, bool)) and value != SECRET_MASK:
+            message = f"{message}, not {'a boolean' if isinstance(value, bool) else 'a string'} (types are strict)"
         out.append(_finding(rule, path, _mask(value), message))
     return out
 
