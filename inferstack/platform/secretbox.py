@@ -12,6 +12,8 @@ environment (as they must, to use them)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,8 @@ class SecretBox:
 
     def __init__(self, data_dir: Path | str):
         self.key_path = Path(data_dir) / KEY_FILE
-        self._fernet = Fernet(_load_or_create_key(self.key_path))
+        self._key = _load_or_create_key(self.key_path)
+        self._fernet = Fernet(self._key)
 
     def seal(self, spec: Any) -> Any:
         """`spec` with every plain secret value sealed (a new structure; `spec` is not changed)."""
@@ -50,6 +53,13 @@ class SecretBox:
         except (InvalidToken, ValueError) as exc:
             raise SecretBoxError(f"a stored secret does not open with {self.key_path}: the key file is not the one "
                                  f"it was sealed with") from exc
+
+    def derive(self, purpose: str, value: str) -> str:
+        """A keyed digest of `value` for one `purpose` (hex): stable for this data dir, unguessable without its key.
+        Used for the per-service upstream token, and for secret values in instance revisions (a revision that hashed
+        the secret itself would let anyone who reads status test guesses of it)."""
+        message = purpose.encode() + b"\0" + value.encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     @staticmethod
     def has_plain(spec: Any) -> bool:
