@@ -320,7 +320,8 @@ Infinity and `1e400` get 422 `number.finite` naming the field). Writes take one 
 event, and no answer ever carries a secret value.
 
 Schemas. Each body schema states every single-field rule: patterns, lengths, ranges, item counts, and \
-`additionalProperties: false` (unknown keys are errors). A body the schema accepts passes every single-field rule. \
+`additionalProperties: false` (unknown keys are errors). A body the schema accepts passes every single-field rule \
+(a cron expression and a CIDR are checked further than their pattern: croniter and ipaddress must read them). \
 Rules across fields and objects cannot be said in a schema and answer 422 by design: references to inventory \
 objects and deployments, uniqueness of names, keys and ports, weights summing to 100, exactly-one choices \
 (image, probe action, env value or secret), min <= max, capacity, the total size of an environment, and the \

@@ -29,7 +29,6 @@ MAX_ARGV_ITEMS = 256           # items of one argv (entry command, probe command
 MAX_ARGV_TOTAL = 32 * 1024     # characters over one argv: with the environment well under ARG_MAX (2 MiB)
 MAX_CIDR = 64
 MAX_CRON = 128
-MAX_TIMEZONE = 64
 
 # --- counts --------------------------------------------------------------------------------------------------------
 MAX_REPLICAS = 1000            # instances of one role: replicas, autoscaling bounds, schedule counts

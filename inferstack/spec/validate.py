@@ -459,9 +459,11 @@ def _roles(dep: Deployment, path: str, look: _Lookup) -> Iterator[Finding]:
                            "roles")
             return
         if dep.compute_spec is None:
-            yield _finding("field.required", f"{path}.compute_spec", None, "Field required")
+            yield _finding("deployment.roles_match_mode", f"{path}.compute_spec", None,
+                           "a standard deployment needs compute_spec (multi_role ones give it per role)")
         if dep.rolling_update is None:
-            yield _finding("field.required", f"{path}.rolling_update", None, "Field required")
+            yield _finding("deployment.roles_match_mode", f"{path}.rolling_update", None,
+                           "a standard deployment needs rolling_update (multi_role ones give it per role)")
         if dep.compute_spec is None or dep.rolling_update is None:
             return
         roles = [(dep.effective_roles()[0], path, True)]
