@@ -91,9 +91,14 @@ FIELD_RULES: set[str] = {"field.required", "field.unknown", "field.type", "field
 """Rule ids a single field decides (the schema states them all); every other rule looks across fields or objects."""
 
 
+CHECKS: list[Check] = []
+"""Every field rule made by `check`, in this module and others (tests prove each schema implies its rule)."""
+
+
 def check(rule: str, ok: Callable[[Any], bool], message: str, **schema: Any) -> Check:
     FIELD_RULES.add(rule)
-    return Check(rule, ok, message, schema)
+    CHECKS.append(made := Check(rule, ok, message, schema))
+    return made
 
 
 def exact_mapping_keys(schema: Any) -> Any:

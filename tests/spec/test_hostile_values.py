@@ -9,6 +9,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
 from test_rules import base_stack
 
 from inferstack.spec import json_schema, load_text, validate_stack
@@ -124,3 +127,55 @@ def test_the_schema_states_the_single_field_rules() -> None:
     assert defs["Traffic"]["properties"]["timeout_s"]["maximum"] == 86400
     assert "Asia/Shanghai" in defs["Schedule"]["properties"]["timezone"]["enum"]
     assert defs["Service"]["properties"]["deployments"]["maxItems"] == 64
+
+
+def _values_the_schema_allows(schema: dict[str, Any]) -> st.SearchStrategy[Any] | None:
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"]() if callable(schema["enum"]) else schema["enum"])
+    if "pattern" in schema:
+        low, high = schema.get("minLength", 0), schema.get("maxLength", 10_000)
+        return st.from_regex(schema["pattern"], fullmatch=True).filter(lambda v: low <= len(v) <= high)
+    if "maxLength" in schema:
+        return st.text(max_size=schema["maxLength"])
+    if any(k in schema for k in ("minimum", "maximum", "exclusiveMinimum")):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", -1e12))
+        high = schema.get("maximum", 1e12)
+        values = st.floats(low, high, allow_nan=False, allow_infinity=False)
+        return values.filter(lambda v: "exclusiveMinimum" not in schema or v > schema["exclusiveMinimum"])
+    return None
+
+
+def test_every_field_rule_holds_for_every_value_its_schema_allows() -> None:
+    """What makes a schema-valid body a valid one: each rule's schema keywords imply the rule (sampled)."""
+    import inferstack.spec.kubernetes  # noqa: F401 -- its field rules register too
+    from inferstack.spec.types import CHECKS
+
+    checked = 0
+    for rule_check in CHECKS:
+        values = _values_the_schema_allows(rule_check.schema)
+        if values is None or rule_check.rule in ("autoscaling.cron_format", "cidr.format"):  # parsed further
+            continue
+        if "maxItems" in rule_check.schema or "maxProperties" in rule_check.schema:
+            continue  # counts of lists: stated exactly by maxItems
+
+        _holds(rule_check, values)
+        checked += 1
+    assert checked >= 40
+
+
+def _holds(rule_check: Any, values: st.SearchStrategy[Any]) -> None:
+    integers = any(isinstance(rule_check.schema.get(k), int) for k in ("minimum", "maximum"))
+
+    @settings(max_examples=30, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(value=values)
+    def holds(value: Any) -> None:
+        if isinstance(value, float) and integers and value.is_integer():
+            value = int(value)
+        try:
+            ok = rule_check.ok(value)
+        except AttributeError:  # a secret's rule reads a SecretStr
+            ok = rule_check.ok(SecretStr(value))
+        assert ok, (rule_check.rule, rule_check.schema, value)
+
+    holds()
