@@ -19,6 +19,8 @@ from typing import Any
 
 from starlette.requests import Request
 
+from inferstack.spec.findings import has_lone_surrogate
+
 from .control import ApiError
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -94,24 +96,16 @@ def check_structure(data: Any) -> None:
         if isinstance(value, dict):
             for key, item in value.items():
                 where = f"{path}.{key}" if path else key
-                _check_text(key, f"the key {where!r}" if not _has_surrogate(key) else "a key")
+                _check_text(key, f"the key {where!r}" if not has_lone_surrogate(key) else "a key")
                 stack.append((item, where, depth + 1))
         else:
             stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
 
 
 def _check_text(text: str, where: str) -> None:
-    if _has_surrogate(text):
+    if has_lone_surrogate(text):
         raise ApiError(400, "bad_json", f"{where}: a string holds a lone surrogate (an escape such as \\ud800 that is "
                                         f"no character): strings must be valid Unicode")
-
-
-def _has_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -119,7 +113,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(data) != len(pairs):
         seen: set[str] = set()
         dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        shown = dup if not _has_surrogate(dup) else "(a key with a lone surrogate)"
+        shown = dup if not has_lone_surrogate(dup) else "(a key with a lone surrogate)"
         raise ValueError(f"duplicate key {shown[:100]!r} (the second one would silently win)")
     return data
 

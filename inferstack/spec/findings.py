@@ -105,7 +105,7 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
         if len(value) > _MAX_SHOWN:
             value = f"{value[:_MAX_SHOWN]}... ({len(value)} characters)"
-        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if _has_surrogate(value) else value
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if has_lone_surrogate(value) else value
     if depth > 8:
         return "..."
     if isinstance(value, (list, tuple)):
@@ -115,7 +115,8 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     return _jsonable(str(value))
 
 
-def _has_surrogate(text: str) -> bool:
+def has_lone_surrogate(text: str) -> bool:
+    """Whether `text` holds a lone surrogate (JSON `"\\ud800"` parses to one): it cannot be encoded as UTF-8."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -105,9 +105,9 @@ def extra_deployments(n: int) -> list[dict]:
              "subnet": "sub-a", "security_group": "sg-1"} for i in range(n)]
 
 
-def extra_services(n: int, deployments: int = 0) -> list[dict]:
+def extra_services(n: int, deployments: int = 0, prefix: str = "svc") -> list[dict]:
     traffic = {"weights": {"extra-0": 100}} if deployments else {}
-    return [{"name": f"svc-{i}", "resource_group": "rg-1", "vpc": "vpc-1", "ports": [8000], "traffic": traffic,
+    return [{"name": f"{prefix}-{i}", "resource_group": "rg-1", "vpc": "vpc-1", "ports": [8000], "traffic": traffic,
              "deployments": extra_deployments(deployments)} for i in range(n)]
 
 
@@ -345,6 +345,13 @@ ACCEPTING: list[tuple[str, Mutation]] = [
         {"metric": "qps", "target": L.MIN_METRIC_TARGET, "max": 3},
         {"metric": "in_flight", "target": L.MAX_METRIC_TARGET, "max": 3}]})),
     ("queue capacity at its maximum", lambda d: inv(d, "queues", 1)["capacity"].update(small=L.MAX_CAPACITY)),
+    ("a model registry reference at its length limit", lambda d: dep(d).update(model={"registry": "m" * 256})),
+    ("a stack with the most services", lambda d: d["services"].extend(extra_services(L.MAX_SERVICES - 1))),
+    ("a stack with the most deployments", lambda d: d["services"].extend(
+        extra_services(L.MAX_DEPLOYMENTS // L.MAX_DEPLOYMENTS_PER_SERVICE, L.MAX_DEPLOYMENTS_PER_SERVICE)
+        + extra_services(1, L.MAX_DEPLOYMENTS % L.MAX_DEPLOYMENTS_PER_SERVICE - 2, prefix="rest"))),
+    ("a large finite number where a number is asked", lambda d: inv(d, "queues", 1)["capacity"].update(
+        small=L.MAX_CAPACITY) or inv(d, "compute_specs").update(price_per_hour={"prepaid": 1e6})),
     ("integral floats where integers are asked (how Pulumi sends numbers)", lambda d: (
         dep(d).update(replicas=2.0, priority=5.0), svc(d).update(ports=[8000.0]))),
 ]
