@@ -351,10 +351,11 @@ Capacity = Annotated[Integer, check("queue.capacity_non_negative", lambda v: v >
 
 class Model(BaseModel):
     """Base of every spec model: unknown keys are errors, types are strict (see the module docstring), numbers are
-    finite, and the model's data round-trips through YAML/JSON."""
+    finite, and the model's data round-trips through YAML/JSON. A ValidationError's text never quotes the input
+    (a secret could be in it, and tracebacks reach logs); findings take the values from `errors()` and mask them."""
 
     model_config = ConfigDict(extra="forbid", frozen=False, validate_default=False, str_strip_whitespace=False,
-                              strict=True, allow_inf_nan=False)
+                              strict=True, allow_inf_nan=False, hide_input_in_errors=True)
 
     def to_data(self) -> dict[str, Any]:
         """Plain data with secrets revealed, for transport (API bodies, Pulumi inputs). Never print it."""

@@ -93,6 +93,7 @@ def test_processes_starting_at_once_agree_on_one_key(tmp_path: Path) -> None:
         t.start()
     for t in threads:
         t.join()
+    assert len(boxes) == 8  # none failed
     sealed = boxes[0].seal({"secret": "x"})
     assert all(box.open(sealed) == {"secret": "x"} for box in boxes)
     assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE]
