@@ -25,7 +25,7 @@ KEY_FILE = "secrets.key"
 SEALED = "fernet:"
 
 
-class SecretBoxError(RuntimeError):
+class SecretBoxError(ValueError):
     """The key file is unreadable, or a sealed value does not open with it (a key from another data dir)."""
 
 

@@ -393,7 +393,7 @@ class Store:
         out: list[tuple[str, str, Row | ValueError]] = []
         for values in raw:
             try:
-                out.append((values[1], values[2], _row(values)))
+                out.append((values[1], values[2], _row(values, self.box)))
             except ValueError as exc:
                 out.append((values[1], values[2], exc))
         return out

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .capacity import Admitted, capacity_findings
 from . import limits as L
+from .capacity import Admitted, capacity_findings
 from .findings import SECRET_MASK, Finding, Report, Severity
 from .inventory import Inventory
 from .rules import RULES

@@ -98,6 +98,12 @@ def clb(d: dict) -> dict:
     return s
 
 
+def roomy(d: dict) -> dict:
+    """The postpaid queue's quota raised to its maximum, so that counts at their limits fit it."""
+    inv(d, "queues", 1)["capacity"]["small"] = L.MAX_CAPACITY
+    return d
+
+
 def extra_deployments(n: int) -> list[dict]:
     """`n` more valid deployments (weight 0) on the postpaid queue, which holds any count."""
     return [{"name": f"extra-{i}", "image": {"preset": "inferstack/echo"}, "queue": "q-post-a",
@@ -329,8 +335,8 @@ ACCEPTING: list[tuple[str, Mutation]] = [
     ("tabs and line breaks in env values and descriptions", lambda d: (
         dep(d)["env"][0].update(value="-----BEGIN KEY-----\n\tabc\r\n"), svc(d).update(description="a\n\tb"))),
     ("a one-item command", lambda d: dep(d).update(command=["serve"])),
-    ("replicas at their maximum", lambda d: dep(d, 1).update(replicas=L.MAX_REPLICAS)),
-    ("a service with the most deployments", lambda d: svc(d)["deployments"].extend(
+    ("replicas at their maximum", lambda d: roomy(d) and dep(d, 1).update(replicas=L.MAX_REPLICAS)),
+    ("a service with the most deployments", lambda d: roomy(d) and svc(d)["deployments"].extend(
         extra_deployments(L.MAX_DEPLOYMENTS_PER_SERVICE - 2))),
     ("ports at their maximum count", lambda d: svc(d).update(ports=list(range(8000, 8000 + L.MAX_PORTS)))),
     ("a mount source with dots inside", lambda d: dep(d).update(mounts=[{"source": "models.v2_x-1", "path": "/m"}])),
@@ -347,7 +353,7 @@ ACCEPTING: list[tuple[str, Mutation]] = [
     ("queue capacity at its maximum", lambda d: inv(d, "queues", 1)["capacity"].update(small=L.MAX_CAPACITY)),
     ("a model registry reference at its length limit", lambda d: dep(d).update(model={"registry": "m" * 256})),
     ("a stack with the most services", lambda d: d["services"].extend(extra_services(L.MAX_SERVICES - 1))),
-    ("a stack with the most deployments", lambda d: d["services"].extend(
+    ("a stack with the most deployments", lambda d: roomy(d) and d["services"].extend(
         extra_services(L.MAX_DEPLOYMENTS // L.MAX_DEPLOYMENTS_PER_SERVICE, L.MAX_DEPLOYMENTS_PER_SERVICE)
         + extra_services(1, L.MAX_DEPLOYMENTS % L.MAX_DEPLOYMENTS_PER_SERVICE - 2, prefix="rest"))),
     ("a large finite number where a number is asked", lambda d: inv(d, "queues", 1)["capacity"].update(
