@@ -68,10 +68,11 @@ ObjectName = Annotated[str, check("field.invalid", lambda v: len(v) <= 253 and b
                                   "must be a Kubernetes object name (a DNS subdomain: lowercase letters, digits, '-' "
                                   "and '.', at most 253 characters)", maxLength=253,
                                   pattern=_LABEL_PREFIX_RE.pattern)]
-ImageReference = Annotated[str, check("field.invalid", lambda v: 0 < len(v) <= 1024 and not re.search(r"\s", v),
+# OCI image references are visible ASCII; stated as that class (not \S, which Python and ECMA-262 read differently).
+ImageReference = Annotated[str, check("field.invalid", lambda v: bool(re.fullmatch(r"[!-~]{1,1024}", v)),
                                       "must be an image reference such as registry.example.com/team/llm:1.4 or "
-                                      "...@sha256:<digest> (no spaces, at most 1024 characters)",
-                                      minLength=1, maxLength=1024, pattern=r"^\S+$")]
+                                      "...@sha256:<digest> (visible ASCII, no spaces, at most 1024 characters)",
+                                      pattern=r"^[!-~]{1,1024}$")]
 GatewayApiVersion = Annotated[str, check("field.invalid", lambda v: bool(GATEWAY_API_VERSION_RE.match(v)),
                                          "must be a Gateway API release such as v1.2 or v1.4.1",
                                          pattern=GATEWAY_API_VERSION_RE.pattern)]

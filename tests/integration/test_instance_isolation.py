@@ -48,7 +48,7 @@ def test_a_direct_call_to_an_instance_is_refused_while_the_gateway_serves_it(pla
         for path, method in (("/v1/predict", "POST"), ("/healthz", "GET"), ("/v1/completions", "POST")):
             refused = http.request(method, direct + path, json={"input": "abc"} if method == "POST" else None)
             assert refused.status_code == 403, (path, refused.text)
-            assert "answers only the gateway" in refused.json()["error"]
+            assert "answers only the gateway" in refused.json()["error"]["message"]
             assert "output" not in refused.text
         forged = http.post(direct + "/v1/predict", json={"input": "abc"},
                            headers={UPSTREAM_TOKEN_HEADER: "guess-" + "0" * 58})
