@@ -10,6 +10,14 @@ start-up budget.
 
 import sys
 
+UPSTREAM_TOKEN_HEADER = "X-Inferstack-Upstream-Token"
+UPSTREAM_TOKEN_ENV = "INFERSTACK_UPSTREAM_TOKEN"
+"""Instances are reachable only through the gateway: the platform gives every instance of a service its service's
+token in env ``INFERSTACK_UPSTREAM_TOKEN``; the gateway (and the platform's HTTP probes) send it in this header on
+every request; an instance answers nothing else. The echo preset checks it; a command of your own should too (it is
+what keeps other local users from calling the instance's loopback port directly, past the gateway's key and
+security-group checks)."""
+
 PRESET_IMAGES: dict[str, dict] = {
     "inferstack/echo": {
         "argv": (sys.executable, "-m", "inferstack.images.echo"),

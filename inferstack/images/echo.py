@@ -13,11 +13,16 @@ Knobs (env): ``ECHO_LATENCY_MS``, ``ECHO_STARTUP_DELAY_S`` (sleep before listeni
 but answer 503 on /healthz for that long), ``ECHO_FAILURE_RATE`` (0–1, a deterministic sequence of 500s),
 ``ECHO_TOKEN_DELAY_MS``, ``ECHO_FAIL_LIVENESS_AFTER_S``, ``ECHO_EXIT_AT_START=1`` (a broken image: exits 1 at once).
 
+Only the gateway: with env ``INFERSTACK_UPSTREAM_TOKEN`` set (the platform always sets it), every request must carry
+that token in ``X-Inferstack-Upstream-Token`` (the gateway and the platform's probes add it); any other gets 403
+and the connection is closed. So nobody on the machine reaches the instance's loopback port past the gateway.
+
 Multi-role: a non-prefill instance with prefill endpoints (env ``INFERSTACK_ROLE_PREFILL_ENDPOINTS``, kept current
 through the JSON file named by ``INFERSTACK_ROLE_ENDPOINTS_FILE``) calls ``/v1/prefill`` round-robin before completing.
 """
 
 import asyncio
+import hmac
 import json
 import os
 import signal
@@ -25,13 +30,15 @@ import sys
 import time
 from hashlib import sha256
 
+from inferstack.images import UPSTREAM_TOKEN_ENV, UPSTREAM_TOKEN_HEADER
 from inferstack.images import echo_openai as oai
 from inferstack.openai_errors import error_body
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
             502: "Bad Gateway", 503: "Service Unavailable"}
 _POST_ROUTES = ("/v1/predict", "/v1/completions", "/v1/chat/completions", "/v1/prefill")
 _MAX_BODY = 16 * 1024 * 1024
+_TOKEN_KEY = UPSTREAM_TOKEN_HEADER.lower()
 
 
 def _log(event: str) -> None:
@@ -123,13 +130,14 @@ class PrefillEndpoints:
         return self._endpoints[start:] + self._endpoints[:start]
 
 
-async def _post_json(endpoint: str, path: str, payload: dict, timeout: float) -> dict:
+async def _post_json(endpoint: str, path: str, payload: dict, timeout: float, token: str = "") -> dict:
     host, _, port = endpoint.rpartition(":")
     body = json.dumps(payload).encode()
+    proof = f"{UPSTREAM_TOKEN_HEADER}: {token}\r\n" if token else ""
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
         try:
-            writer.write(f"POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n"
+            writer.write(f"POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n{proof}"
                          f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
             await writer.drain()
             raw = await reader.read()
@@ -163,6 +171,8 @@ class EchoServer:
         self.failures = FailureSequence(_float_env(env, "ECHO_FAILURE_RATE"))
         self.prefill = PrefillEndpoints(env.get("INFERSTACK_ROLE_PREFILL_ENDPOINTS", ""),
                                         env.get("INFERSTACK_ROLE_ENDPOINTS_FILE", ""))
+        # The roles of one deployment share their service's token: a decode instance sends it to prefill instances.
+        self.upstream_token = env.get(UPSTREAM_TOKEN_ENV, "").encode()
         self.started = time.monotonic()
         self.draining = False
         self.in_flight = 0
@@ -210,6 +220,11 @@ class EchoServer:
             for line in header_lines:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
+            if self.upstream_token and not hmac.compare_digest(
+                    headers.get(_TOKEN_KEY, "").encode("latin-1"), self.upstream_token):
+                await self._send_error(writer, 403, "this instance answers only the gateway (missing or wrong "
+                                                    "upstream token)", "forbidden", keep_alive=False)
+                return False
             body = await self._read_body(headers, reader)
         except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             await self._send_error(writer, 400, "malformed HTTP request", "malformed_request", keep_alive=False)
@@ -320,7 +335,8 @@ class EchoServer:
         errors = []
         for endpoint in endpoints:
             try:
-                return await _post_json(endpoint, "/v1/prefill", {"prompt": prompt}, timeout=5.0)
+                return await _post_json(endpoint, "/v1/prefill", {"prompt": prompt}, timeout=5.0,
+                                        token=self.upstream_token.decode())
             except (OSError, ValueError, IndexError, TimeoutError) as exc:
                 errors.append(f"{endpoint}: {exc or type(exc).__name__}")
         raise ConnectionError("no prefill endpoint answered (" + "; ".join(errors) + ")")

@@ -28,7 +28,7 @@ from typing import Any
 
 from inferstack.spec import Deployment, Inventory, Role, Service
 
-from ..images import PRESET_IMAGES
+from ..images import PRESET_IMAGES, UPSTREAM_TOKEN_ENV
 from . import retention
 from .conditions import Routing, deployment_conditions, role_summary
 from .gateway.process import GatewayUnavailable, SnapshotRejected
@@ -447,14 +447,21 @@ class Reconciler:
                                                                                  else "")
         if multi:
             env["INFERSTACK_ROLE_ENDPOINTS_FILE"] = str(endpoints_file)
-        secrets = set()
+        secret_names = {UPSTREAM_TOKEN_ENV}
         for var in role.env:
             env[var.name] = var.value if var.secret is None else var.secret.get_secret_value()
             if var.secret is not None:
-                secrets.add(env[var.name])
+                secret_names.add(var.name)
+        env[UPSTREAM_TOKEN_ENV] = self.routing.upstream_token(service.key or "")
+        secrets = {env[name] for name in secret_names}  # values, masked in the log tails status shows
         mounts = tuple(Mount(self.data_dir / "mounts" / m.source, m.path, m.read_only) for m in deployment.mounts)
+        # Secret values enter the revision as keyed digests: a revision (shown in status) that hashed a secret
+        # itself would let whoever reads status test guesses of it.
+        box = self.store.box
+        revision_env = {k: box.derive("revision", v) if k in secret_names else v for k, v in env.items()}
         content = {
-            "argv": argv, "env": sorted(env.items()), "mounts": [(str(m.source), m.path, m.read_only) for m in mounts],
+            "argv": argv, "env": sorted(revision_env.items()),
+            "mounts": [(str(m.source), m.path, m.read_only) for m in mounts],
             "probes": role.probes.to_data(), "spec": role.compute_spec, "model": deployment.model and
             deployment.model.to_data(), "listen": deployment.ports.listen, "redeploy": redeploy,
         }

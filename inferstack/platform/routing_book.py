@@ -153,6 +153,12 @@ class RoutingBook:
         # Services the gateway refused: the reason, and the generations of the objects it refused.
         self._rejected: dict[str, tuple[str, dict[str, int]]] = {}
 
+    def upstream_token(self, service_key: str) -> str:
+        """The token the gateway adds to every request it sends to the service's instances, and that they check:
+        what makes an instance answer the gateway only (the echo preset does; see the README for other commands).
+        Derived from the data dir's key, so it survives restarts without being stored."""
+        return self.store.box.derive("upstream-token", service_key)
+
     # --- what the gateway has ----------------------------------------------------------------------------------------
 
     def service(self, key: str) -> ServiceRouting | None:
@@ -309,6 +315,7 @@ class RoutingBook:
             "listeners": [{"port": p, "bind_port": int(bound.get(str(p), 0))} for p in service.ports],
             "invocation_key_hashes": key_hashes.get(key, []),
             "allowed_sources": sources,
+            "upstream_token": self.upstream_token(key),
             "traffic": traffic.traffic,
             "deployments": [self._deployment_entry(dep, ready(key, dkey)) for dkey, dep in deployments.items()],
         }

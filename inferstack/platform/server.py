@@ -1,10 +1,12 @@
 """The platform process: data dir, token, `platform.json`, serving on uvicorn, detaching, stopping.
 
 Data dir: `--data-dir`, else env `INFERSTACK_DATA_DIR`, else `~/.inferstack`. It holds `platform.db` (the store),
-`token` (the API's bearer token, mode 0600, created once), `platform.json` (`url`, `pid`, `start_time` of the
-running server, and `stopping` once it stops; removed when it has stopped), `lock` (held while a server runs: one
-server per data dir), `platform.log` (a detached server's output), `gateway/` (the gateway's state dir:
-`gateway/statedir.py`) and `last-stop.json` (how each instance ended when the server last stopped).
+`secrets.key` (the key secret values are sealed with, `secretbox.py`), `token` (the API's bearer token, created
+once), `platform.json` (`url`, `pid`, `start_time` of the running server, and `stopping` once it stops; removed when
+it has stopped), `lock` (held while a server runs: one server per data dir), `platform.log` (a detached server's
+output), `gateway/` (the gateway's state dir: `gateway/statedir.py`) and `last-stop.json` (how each instance ended
+when the server last stopped). The directory is 0700 and every file in it 0600 (`datadir.py`): the server tightens
+it on start and serves with umask 077.
 
 Stopping (`stop`, `inferstack platform stop`): SIGTERM; the server withdraws every instance from routing, gives each
 its own graceful period, then kills what is left of its process tree, and stops the gateway. As soon as it starts,
@@ -32,6 +34,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from . import datadir
 
 DATA_DIR_ENV = "INFERSTACK_DATA_DIR"
 TOKEN_FILE = "token"
@@ -134,19 +138,20 @@ def _lock(data_dir: Path) -> int:
     return fd
 
 
+@datadir.private_umask()
 def serve(data_dir: str | Path | None = None, host: str = "127.0.0.1", port: int = 0, *,
           configure: Callable[[Any], None] | None = None,
           on_ready: Callable[[dict[str, Any]], None] | None = None, runtime: bool | None = None) -> None:
     """Run the platform in the foreground until SIGTERM / SIGINT. Port 0 picks a free port (`platform.json` says
-    which). `configure(platform)` may subscribe controllers before serving; `on_ready(info)` runs once it serves."""
+    which). `configure(platform)` may subscribe controllers before serving; `on_ready(info)` runs once it serves.
+    Runs with umask 077 (the data dir stays private: `datadir.py`)."""
     import uvicorn
 
     from .api import create_app
     from .control import Platform
     from .store import Store
 
-    root = resolve_data_dir(data_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = datadir.secure(resolve_data_dir(data_dir))
     lock_fd = _lock(root)
     token = ensure_token(root)
     store = Store.open(root)
@@ -233,13 +238,12 @@ def _ignore(signum: int, frame: Any) -> None:
 def start_detached(data_dir: str | Path | None = None, host: str = "127.0.0.1", port: int = 0,
                    timeout: float = 20.0, runtime: bool | None = None) -> dict[str, Any]:
     """Start the server as a daemon (own session, output in `platform.log`); return its info once it is healthy."""
-    root = resolve_data_dir(data_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = datadir.secure(resolve_data_dir(data_dir))
     running = read_info(root)
     if running is not None:
         raise PlatformProcessError(f"a platform already runs on {root} (pid {running['pid']}, {running['url']})")
     log_path = root / LOG_FILE
-    with open(log_path, "ab") as out:
+    with datadir.private_file(log_path) as out:
         child = subprocess.Popen(
             [sys.executable, "-m", "inferstack.platform.server", "serve", "--data-dir", str(root), "--host", host,
              "--port", str(port), *([] if runtime is None else ["--runtime" if runtime else "--no-runtime"])],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -146,13 +147,25 @@ class State:
         return [s.data() for s in self.services.values()]
 
     def stack(self, services: Iterable[str], inventory: Iterable[tuple[str, str]]) -> StackFile:
-        """The part of the state a plan compares: the named services and inventory objects that exist."""
+        """The part of the state a plan compares: the named services and inventory objects that exist.
+
+        A number that is not finite (stored before numbers had to be, e.g. `timeout_s: Infinity`) is left out, so
+        its field reads as its default: the write that replaces it can then be planned (and is, as a change)."""
         inv: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for kind, name in inventory:
             if name in self.inventory[kind]:
                 inv[kind].append(self.inventory[kind][name])
-        return StackFile.model_validate({"inventory": dict(inv), "services": [
-            self.services[k].data() for k in services if k in self.services]})
+        return StackFile.model_validate(_finite({"inventory": dict(inv), "services": [
+            self.services[k].data() for k in services if k in self.services]}))
+
+
+def _finite(data: Any) -> Any:
+    """`data` without the mapping entries whose value is a non-finite float."""
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    if isinstance(data, list):
+        return [_finite(v) for v in data]
+    return data
 
 
 def _move_first(d: dict[str, Any], keys: list[str]) -> dict[str, Any]:

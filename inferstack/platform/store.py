@@ -3,8 +3,8 @@
 Layout (schema version 3):
 - `objects(kind, parent, key)` — every object: inventory kinds (`vpcs`, `queues`, …: the `Inventory` attribute
   names), `service`, `deployment` and `traffic` (parent = the service key). Columns: uid, generation,
-  resource_version, created_at, updated_at, spec (JSON, secrets included: the file is the data dir's, mode 0600),
-  status (JSON, owned by controllers after creation).
+  resource_version, created_at, updated_at, spec (JSON; secret values sealed, `fernet:…`, with the data dir's key:
+  `secretbox.py` — plain text never reaches the file or its WAL), status (JSON, owned by controllers after creation).
 - `events(seq)` — one log for what users and controllers did. A spec write appends one row per object: time, object
   path, service, action (`create`, `update`, …), request id, generation, resource version and the changed spec
   paths (never values, so never secrets). A runtime event (`record_event`: an instance started, crashed or was
@@ -18,11 +18,17 @@ Layout (schema version 3):
 - `meta(key)` — `schema_version`, `revision` (the last resource version handed out; every row write takes the next).
 
 A `Tx` is one SQLite transaction (`BEGIN IMMEDIATE` … `COMMIT`): either every row of a write lands or none does.
+
+The files are private: `platform.db` is created 0600 (SQLite gives its -wal and -shm the database's mode) and
+tightened to it on open; `secure_delete` is on, so deleted content is overwritten. Opening a data dir written before
+secrets were sealed seals every plain secret in place, then rewrites the file (VACUUM) and empties the WAL, so no
+plain copy is left behind (`_seal_plain_secrets`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -37,6 +43,7 @@ from typing import Any
 from inferstack.spec import default_inventory
 
 from .objects import now, object_path, owning_service
+from .secretbox import SecretBox
 
 SCHEMA_VERSION = 3
 EVENT_AGGREGATION_S = 600.0  # identical runtime events within this window share one row (with a count)
@@ -125,9 +132,9 @@ class Change:
         return {"object": self.object, "action": self.action}
 
 
-def _row(values: tuple) -> Row:
+def _row(values: tuple, box: SecretBox) -> Row:
     kind, parent, key, uid, gen, rv, created, updated, spec, status = values
-    return Row(kind, parent, key, uid, gen, rv, created, updated, json.loads(spec), json.loads(status))
+    return Row(kind, parent, key, uid, gen, rv, created, updated, box.open(json.loads(spec)), json.loads(status))
 
 
 def changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -149,8 +156,10 @@ def changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
 class Tx:
     """The writes of one transaction. Every write bumps the store's revision and appends an event."""
 
-    def __init__(self, conn: sqlite3.Connection, request_id: str, after_row: Callable[[int], None] | None):
+    def __init__(self, conn: sqlite3.Connection, request_id: str, after_row: Callable[[int], None] | None,
+                 box: SecretBox):
         self._conn = conn
+        self._box = box
         self.request_id = request_id
         self._after_row = after_row
         self.changes: list[Change] = []
@@ -169,7 +178,7 @@ class Tx:
         cur = self._conn.execute(f"SELECT {_COLUMNS} FROM objects WHERE kind = ? AND parent = ? AND key = ?",
                                  (kind, parent, key))
         found = cur.fetchone()
-        return _row(found) if found else None
+        return _row(found, self._box) if found else None
 
     def put(self, kind: str, key: str, spec: dict[str, Any], *, parent: str = "",
             status: dict[str, Any] | None = None, action: str | None = None,
@@ -183,7 +192,8 @@ class Tx:
         if old is None:
             row = Row(kind, parent, key, uuid.uuid4().hex, 1, rev, at, at, spec, status or {})
             self._conn.execute(f"INSERT INTO objects ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               (kind, parent, key, row.uid, 1, rev, at, at, _dumps(spec), _dumps(row.status)))
+                               (kind, parent, key, row.uid, 1, rev, at, at, _dumps(self._box.seal(spec)),
+                                _dumps(row.status)))
             paths = changes if changes is not None else sorted(spec)
             self._record(row, action or "create", paths)
             return row
@@ -193,7 +203,7 @@ class Tx:
                       status=old.status if status is None else status)
         self._conn.execute("UPDATE objects SET generation = ?, resource_version = ?, updated_at = ?, spec = ?, "
                            "status = ? WHERE kind = ? AND parent = ? AND key = ?",
-                           (gen, rev, at, _dumps(spec), _dumps(row.status), kind, parent, key))
+                           (gen, rev, at, _dumps(self._box.seal(spec)), _dumps(row.status), kind, parent, key))
         paths = changes if changes is not None else changed_paths(old.spec, spec)
         self._record(row, action or "update", paths)
         return row
@@ -243,6 +253,20 @@ class Tx:
             self._after_row(len(self.changes))
 
 
+def _private_files(db: Path) -> None:
+    """The database file is created 0600 before SQLite opens it (its -wal and -shm take the database's mode), and
+    an existing one with its -wal and -shm is tightened to 0600."""
+    try:
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        try:
+            os.chmod(path, 0o600)
+        except FileNotFoundError:
+            pass
+
+
 def _dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
@@ -253,6 +277,7 @@ class Store:
 
     path: Path
     created: bool = False
+    box: SecretBox = field(init=False, repr=False)
     _conn: sqlite3.Connection = field(init=False, repr=False)
     _lock: threading.RLock = field(init=False, repr=False, default_factory=threading.RLock)
 
@@ -260,13 +285,16 @@ class Store:
     def open(cls, data_dir: Path | str) -> Store:
         """Open (or create, with the default inventory) the store of a data dir."""
         data_dir = Path(data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return cls(data_dir / DB_NAME)
 
     def __post_init__(self) -> None:
         new = not self.path.exists()
+        self.box = SecretBox(self.path.parent)
+        _private_files(self.path)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA secure_delete = ON")
         # FULL: an acknowledged write survives a crash of the machine too, not only of the process.
         self._conn.execute("PRAGMA synchronous = FULL")
         self._conn.execute("PRAGMA busy_timeout = 5000")
@@ -279,6 +307,7 @@ class Store:
                 self._migrate(int(version))
             elif int(version) != SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path}: schema version {version}, this platform reads {SCHEMA_VERSION}")
+            self._seal_plain_secrets()
 
     def _migrate(self, version: int) -> None:
         """From `version` to `SCHEMA_VERSION` in one transaction (2: runtime events' type, reason and message;
@@ -294,6 +323,26 @@ class Store:
             self._conn.execute("ROLLBACK")
             raise
 
+    def _seal_plain_secrets(self) -> None:
+        """Seal the secrets of rows written before secrets were sealed (an older data dir), in one transaction that
+        changes no revision, generation or event (the values are the same; only their form at rest changes). Then
+        rewrite the file and empty the WAL, so that no page still holds the plain text."""
+        rows = [(rowid, spec) for rowid, spec in self._conn.execute("SELECT rowid, spec FROM objects")
+                if SecretBox.has_plain(json.loads(spec))]
+        if not rows:
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            for rowid, spec in rows:
+                self._conn.execute("UPDATE objects SET spec = ? WHERE rowid = ?",
+                                   (_dumps(self.box.seal(json.loads(spec))), rowid))
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("VACUUM")
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def _create(self, bootstrap: bool) -> None:
         """Schema, and in a new data dir the default inventory — in one transaction, so a crash leaves nothing."""
         self._conn.execute("BEGIN IMMEDIATE")
@@ -304,7 +353,7 @@ class Store:
                                    [("schema_version", str(SCHEMA_VERSION)), ("revision", "0"),
                                     ("created_at", now())])
             if bootstrap:
-                tx = Tx(self._conn, "bootstrap", None)
+                tx = Tx(self._conn, "bootstrap", None, self.box)
                 inventory = default_inventory()
                 for kind in inventory.KINDS:
                     for obj in getattr(inventory, kind):
@@ -325,7 +374,7 @@ class Store:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield Tx(self._conn, request_id, after_row)
+                yield Tx(self._conn, request_id, after_row, self.box)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
@@ -341,7 +390,7 @@ class Store:
 
     def get(self, kind: str, key: str, parent: str = "") -> Row | None:
         with self._lock:
-            return Tx(self._conn, "", None).get(kind, key, parent)
+            return Tx(self._conn, "", None, self.box).get(kind, key, parent)
 
     def list(self, kind: str, parent: str | None = None) -> list[Row]:
         """Objects of a kind in creation order (all parents, or one)."""
@@ -351,7 +400,7 @@ class Store:
             sql += " AND parent = ?"
             args = (kind, parent)
         with self._lock:
-            return [_row(r) for r in self._conn.execute(sql + " ORDER BY rowid", args)]
+            return [_row(r, self.box) for r in self._conn.execute(sql + " ORDER BY rowid", args)]
 
     def scan(self, kind: str, parent: str | None = None) -> list[tuple[str, str, Row | ValueError]]:
         """`(parent, key, row)` of a kind's objects in creation order (all parents, or one), in one query. A row
@@ -365,14 +414,14 @@ class Store:
         out: list[tuple[str, str, Row | ValueError]] = []
         for values in raw:
             try:
-                out.append((values[1], values[2], _row(values)))
+                out.append((values[1], values[2], _row(values, self.box)))
             except ValueError as exc:
                 out.append((values[1], values[2], exc))
         return out
 
     def all_rows(self) -> list[Row]:
         with self._lock:
-            return [_row(r) for r in self._conn.execute(f"SELECT {_COLUMNS} FROM objects ORDER BY rowid")]
+            return [_row(r, self.box) for r in self._conn.execute(f"SELECT {_COLUMNS} FROM objects ORDER BY rowid")]
 
     def events(self, *, service: str | None = None, object: str | None = None, since: int = 0,
                limit: int | None = None) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -91,14 +92,36 @@ class SpecError(ValueError):
         super().__init__(str(Report(report.errors)))
 
 
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
+_MAX_SHOWN = 200  # characters of a string value shown in a finding
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """The value as strict JSON can carry it: NaN and infinities as strings, lone surrogates replaced, long strings
+    cut (a finding names a value, it does not echo a 10 MB input back), deep structures elided."""
+    if value is None or isinstance(value, (bool, int)):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, str):
+        if len(value) > _MAX_SHOWN:
+            value = f"{value[:_MAX_SHOWN]}... ({len(value)} characters)"
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if has_lone_surrogate(value) else value
+    if depth > 8:
+        return "..."
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, depth + 1) for v in value[:20]] + (["..."] if len(value) > 20 else [])
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return str(value)
+        return {_jsonable(str(k)): _jsonable(v, depth + 1) for k, v in list(value.items())[:20]}
+    return _jsonable(str(value))
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether `text` holds a lone surrogate (JSON `"\\ud800"` parses to one): it cannot be encoded as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from .types import Capacity, Cidr, Currency, Description, GpuCount, Model, NonNegative, Port, Ref, Resource
+from . import limits as L
+from .types import (
+    Capacity,
+    Cidr,
+    Cpu,
+    Currency,
+    Description,
+    GpuCount,
+    ImageCommand,
+    ImageName,
+    MemoryGib,
+    Model,
+    Port,
+    Price,
+    Ref,
+    max_entries,
+    max_items,
+)
 
 Billing = Literal["prepaid", "postpaid"]
 GroupBilling = Literal["prepaid", "postpaid", "mixed"]
@@ -40,10 +57,9 @@ class Queue(Model):
                       examples=["zone-a"])
     billing: Billing = Field(description="`prepaid` (capacity held, stable base load) or `postpaid` "
                                          "(pay-as-you-go, elastic).")
-    capacity: dict[Ref, Capacity] = Field(default_factory=dict,
-                                          description="Instances the queue holds, per compute spec name. A spec not "
-                                                      "listed is not offered by this queue.",
-                                          examples=[{"cpu-2c4g": 8}])
+    capacity: Annotated[dict[Ref, Capacity], max_entries(L.MAX_CAPACITY_ENTRIES, "compute specs per queue")] = Field(
+        default_factory=dict, examples=[{"cpu-2c4g": 8}],
+        description="Instances the queue holds, per compute spec name. A spec not listed is not offered by this queue.")
     lends_idle: bool = Field(False, description="Spare capacity may be borrowed by idle-resource deployments "
                                                 "(支持空闲资源出借).")
 
@@ -51,15 +67,15 @@ class Queue(Model):
 class Machine(Model):
     """The machine a compute spec is cut from (for the NUMA rule)."""
 
-    cpu: Resource = Field(description="CPUs of the whole machine.")
+    cpu: Cpu = Field(description="CPUs of the whole machine.")
     gpu: GpuCount = Field(0, description="GPUs of the whole machine.")
 
 
 class Prices(Model):
     """Price per instance-hour, in `currency`."""
 
-    prepaid: NonNegative = Field(0.0, description="Price per hour of held prepaid capacity.")
-    postpaid: NonNegative = Field(0.0, description="Price per hour of a running pay-as-you-go instance.")
+    prepaid: Price = Field(0.0, description="Price per hour of held prepaid capacity.")
+    postpaid: Price = Field(0.0, description="Price per hour of a running pay-as-you-go instance.")
     currency: Currency = Field("USD", description="ISO 4217 code of the prices' currency; plans show cost in it.",
                                examples=["USD", "CNY"])
 
@@ -68,8 +84,8 @@ class ComputeSpec(Model):
     """A compute spec (计算规格): the size of one instance."""
 
     name: Ref = Field(description="Name of the spec, unique in the inventory.", examples=["gpu-a10-1"])
-    cpu: Resource = Field(description="CPUs per instance (fractions allowed).")
-    memory_gib: Resource = Field(description="Memory per instance in GiB.")
+    cpu: Cpu = Field(description="CPUs per instance (fractions allowed).")
+    memory_gib: MemoryGib = Field(description="Memory per instance in GiB.")
     gpu_type: Ref | None = Field(None, description="GPU model, when the spec has GPUs.", examples=["A10"])
     gpu_count: GpuCount = Field(0, description="GPUs per instance.")
     machine: Machine = Field(description="Size of the whole machine the spec is cut from.")
@@ -110,7 +126,8 @@ class SecurityGroup(Model):
 
     name: Ref = Field(description="Name of the security group, unique in the inventory.")
     vpc: Ref = Field(description="VPC of the security group.")
-    ingress: list[IngressRule] = Field(default_factory=list, description="Allowed inbound flows.")
+    ingress: Annotated[list[IngressRule], max_items(L.MAX_INGRESS_RULES, "ingress rules")] = Field(
+        default_factory=list, description="Allowed inbound flows.")
 
     def allows(self, port: int) -> bool:
         return any(rule.allows(port) for rule in self.ingress)
@@ -119,24 +136,33 @@ class SecurityGroup(Model):
 class PresetImage(Model):
     """A preset image (预置镜像) of the catalogue. Locally it maps to a runnable argv."""
 
-    name: Ref = Field(description="Image name as deployments reference it.", examples=["inferstack/echo"])
-    command: list[str] = Field(default_factory=list,
-                               description="argv that runs the image locally; `{python}` is replaced by the "
+    name: ImageName = Field(description="Image name as deployments reference it (an image reference: segments "
+                                        "separated by '/', an optional ':tag').", examples=["inferstack/echo"])
+    command: ImageCommand = Field(default_factory=list,
+                                  description="argv that runs the image locally; `{python}` is replaced by the "
                                            "platform's Python interpreter. Empty: not runnable locally.")
     description: Description | None = Field(None, description="Free text.")
+
+
+def _objects(what: str) -> Any:
+    return max_items(L.MAX_INVENTORY_OBJECTS, what)
 
 
 class Inventory(Model):
     """Everything services reference by name."""
 
-    vpcs: list[Vpc] = Field(default_factory=list, description="VPCs.")
-    resource_groups: list[ResourceGroup] = Field(default_factory=list, description="Resource groups.")
-    queues: list[Queue] = Field(default_factory=list, description="Queues of the resource groups.")
-    compute_specs: list[ComputeSpec] = Field(default_factory=list, description="Compute specs.")
-    subnets: list[Subnet] = Field(default_factory=list, description="Subnets.")
-    security_groups: list[SecurityGroup] = Field(default_factory=list, description="Security groups.")
-    images: list[PresetImage] = Field(default_factory=list, description="Preset images (and local mappings of "
-                                                                        "custom images).")
+    vpcs: Annotated[list[Vpc], _objects("VPCs")] = Field(default_factory=list, description="VPCs.")
+    resource_groups: Annotated[list[ResourceGroup], _objects("resource groups")] = Field(
+        default_factory=list, description="Resource groups.")
+    queues: Annotated[list[Queue], _objects("queues")] = Field(
+        default_factory=list, description="Queues of the resource groups.")
+    compute_specs: Annotated[list[ComputeSpec], _objects("compute specs")] = Field(
+        default_factory=list, description="Compute specs.")
+    subnets: Annotated[list[Subnet], _objects("subnets")] = Field(default_factory=list, description="Subnets.")
+    security_groups: Annotated[list[SecurityGroup], _objects("security groups")] = Field(
+        default_factory=list, description="Security groups.")
+    images: Annotated[list[PresetImage], _objects("preset images")] = Field(
+        default_factory=list, description="Preset images (and local mappings of custom images).")
 
     KINDS: ClassVar[tuple[str, ...]] = ("vpcs", "resource_groups", "queues", "compute_specs", "subnets", "security_groups",
                               "images")

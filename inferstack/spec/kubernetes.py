@@ -27,7 +27,7 @@ from pydantic import Field
 from .findings import Finding, Severity
 from .rules import RULES
 from .service import Deployment, Service
-from .types import GracePeriod, Model, Ref, Timeout, check
+from .types import GracePeriod, ImageName, Model, Number, Ref, check
 
 MAX_NAME_LENGTH = 63
 HASH_LENGTH = 8
@@ -53,25 +53,36 @@ def _label_key_ok(key: str) -> bool:
 
 LabelKey = Annotated[str, check("field.invalid", _label_key_ok,
                                 "must be a Kubernetes label key: [prefix/]name, name 1-63 characters of "
-                                "[A-Za-z0-9-_.] starting and ending alphanumeric")]
+                                "[A-Za-z0-9-_.] starting and ending alphanumeric",
+                                pattern=r"^(?:(?=[^/]{1,253}/)[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*"
+                                        r"[a-z0-9])?)*/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")]
 LabelValue = Annotated[str, check("field.invalid", lambda v: len(v) <= MAX_NAME_LENGTH
                                   and bool(LABEL_VALUE_RE.match(v)),
                                   "must be a Kubernetes label value: at most 63 characters of [A-Za-z0-9-_.], "
-                                  "starting and ending alphanumeric")]
+                                  "starting and ending alphanumeric",
+                                  pattern=r"^(?:(?:[A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")]
 Namespace = Annotated[str, check("field.invalid", lambda v: len(v) <= MAX_NAME_LENGTH and bool(DNS_LABEL_RE.match(v)),
                                  "must be a Kubernetes namespace name (a DNS label: lowercase letters, digits and "
-                                 "'-', at most 63 characters)")]
+                                 "'-', at most 63 characters)", pattern=r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")]
 ObjectName = Annotated[str, check("field.invalid", lambda v: len(v) <= 253 and bool(_LABEL_PREFIX_RE.match(v)),
                                   "must be a Kubernetes object name (a DNS subdomain: lowercase letters, digits, '-' "
-                                  "and '.', at most 253 characters)")]
-ImageReference = Annotated[str, check("field.invalid", lambda v: 0 < len(v) <= 1024 and not re.search(r"\s", v),
+                                  "and '.', at most 253 characters)", maxLength=253,
+                                  pattern=_LABEL_PREFIX_RE.pattern)]
+# OCI image references are visible ASCII; stated as that class (not \S, which Python and ECMA-262 read differently).
+ImageReference = Annotated[str, check("field.invalid", lambda v: bool(re.fullmatch(r"[!-~]{1,1024}", v)),
                                       "must be an image reference such as registry.example.com/team/llm:1.4 or "
-                                      "...@sha256:<digest> (no spaces, at most 1024 characters)")]
+                                      "...@sha256:<digest> (visible ASCII, no spaces, at most 1024 characters)",
+                                      pattern=r"^[!-~]{1,1024}$")]
 GatewayApiVersion = Annotated[str, check("field.invalid", lambda v: bool(GATEWAY_API_VERSION_RE.match(v)),
-                                         "must be a Gateway API release such as v1.2 or v1.4.1")]
+                                         "must be a Gateway API release such as v1.2 or v1.4.1",
+                                         pattern=GATEWAY_API_VERSION_RE.pattern)]
+# A cap on a whole response at the cluster's Gateway: any positive duration (rendered up to the Gateway API's
+# largest, 99999h); unlike the embedded gateway's timeout (traffic.timeout_max) it arms no local timer.
+ResponseCap = Annotated[Number, check("traffic.timeout_positive", lambda v: v > 0, "must be greater than 0 seconds",
+                                      exclusiveMinimum=0)]
 PathPrefix = Annotated[str, check("field.invalid", lambda v: v == "" or bool(re.fullmatch(r"(/[a-z0-9][a-z0-9._-]*)+", v)),
                                   "must be empty or an absolute path of lowercase segments such as /team-a "
-                                  "(no trailing '/')")]
+                                  "(no trailing '/')", pattern=r"^(?:(?:/[a-z0-9][a-z0-9._-]*)+)?$")]
 
 
 # --- options ---------------------------------------------------------------------------------------------------
@@ -136,11 +147,11 @@ class KubernetesOptions(Model):
     prestop_delay_s: GracePeriod = Field(5.0, description="Seconds a terminating pod keeps serving before it gets "
                                                           "SIGTERM, so the Gateway stops sending to it first "
                                                           "(added to the graceful period; 0: none).")
-    response_timeout_s: Timeout | None = Field(None, description="Cap on a whole response at the Gateway "
+    response_timeout_s: ResponseCap | None = Field(None, description="Cap on a whole response at the Gateway "
                                                                   "(`timeouts.request`; long streams are cut there). "
                                                                   "Default: no cap.")
     monitoring: Monitoring | None = Field(None, description="The Prometheus that scrapes the instances.")
-    preset_images: dict[Ref, ImageReference] = Field(default_factory=dict,
+    preset_images: dict[ImageName, ImageReference] = Field(default_factory=dict,
                                           description="Image reference per preset, e.g. a digest "
                                                       "(`registry/inferstack/echo@sha256:...`); default: the "
                                                       "preset's own pinned release.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import limits as L
 from .findings import Severity
 
 
@@ -25,11 +26,12 @@ _RULES = [
     # single fields
     Rule("name.format", "names are 1-200 visible characters: ASCII letters, CJK, digits, '-' and '_'"),
     Rule("key.format", "keys match ^[a-z][a-z0-9-]{0,39}$"),
-    Rule("ref.format", "inventory names are 1-128 characters: letters, digits, '.', '_', '/', '-'"),
+    Rule("ref.format", "inventory names and references are 1-128 characters: letters, digits, '.', '_', '-' (no '/')"),
     Rule("description.length", "descriptions are at most 1024 characters"),
     Rule("port.range", "ports are integers from 1 to 65535"),
     Rule("cidr.format", "CIDRs are IPv4 or IPv6 networks such as 10.0.0.0/16"),
-    Rule("env.name_format", "env names match ^[A-Za-z_][A-Za-z0-9_]*$ (no leading digit)"),
+    Rule("env.name_format", f"env names match ^[A-Za-z_][A-Za-z0-9_]*$ (no leading digit), at most {L.MAX_ENV_NAME} "
+                             f"characters"),
     Rule("mount.path_absolute", "mount paths are absolute"),
     Rule("priority.range", "priority is an integer from 1 to 9"),
     Rule("rolling_update.percent_range", "max unavailable and max surge are percentages from 0 to 100"),
@@ -37,9 +39,10 @@ _RULES = [
     Rule("autoscaling.cron_format", "schedule start and end are valid cron expressions"),
     Rule("autoscaling.timezone_known", "schedule time zones are IANA names such as Asia/Shanghai"),
     Rule("autoscaling.target_positive", "metric targets are greater than 0"),
-    Rule("probe.timing", "probe delays are >= 0, periods and timeouts > 0, thresholds >= 1"),
+    Rule("probe.timing", f"probe delays are 0-{L.MAX_PROBE_S:g} s, periods and timeouts above 0 and at most "
+                         f"{L.MAX_PROBE_S:g} s, thresholds 1-{L.MAX_THRESHOLD}"),
     Rule("graceful_shutdown.range", "the graceful shutdown period is 0 to 3600 seconds"),
-    Rule("traffic.weight_non_negative", "weights are numbers >= 0"),
+    Rule("traffic.weight_non_negative", "weights are numbers from 0 to 100"),
     Rule("traffic.mirror_percent_range", "mirror percent is greater than 0 and at most 100"),
     Rule("traffic.timeout_positive", "the request timeout is greater than 0"),
     Rule("traffic.retries_range", "retries are 0 to 3"),
@@ -47,6 +50,38 @@ _RULES = [
     Rule("compute_spec.resources_positive", "cpu and memory are greater than 0, GPU counts >= 0, prices >= 0"),
     Rule("queue.capacity_non_negative", "queue capacity is a number of instances >= 0"),
     Rule("compute_spec.currency_code", "prices name their currency by its ISO 4217 code (USD, CNY, ...)"),
+    # size and count (every value ends up in a process, a row or a header: see spec/limits.py)
+    Rule("number.finite", "numbers are finite: NaN, Infinity and literals too large to represent (1e400) are refused"),
+    Rule("text.length", "text fields have a maximum length (stated per field in the schema)"),
+    Rule("text.control_characters", "NUL is refused in every text; names, references, paths and header fields take "
+                                    "no control characters at all, descriptions only tab and line breaks"),
+    Rule("env.value_size", f"an env value or secret is at most {L.MAX_ENV_VALUE} characters"),
+    Rule("env.total_size", f"a role's whole environment (NAME=value of every variable) is at most {L.MAX_ENV_TOTAL} "
+                           f"characters"),
+    Rule("command.size", f"an argv (entry, probe or image command) has at most {L.MAX_ARGV_ITEMS} items and "
+                         f"{L.MAX_ARGV_TOTAL} characters, each item at most {L.MAX_ARG}; an entry or probe command is "
+                         f"not empty"),
+    Rule("replicas.max", f"instance counts (replicas, autoscaling bounds, schedule counts) are at most {L.MAX_REPLICAS} "
+                         f"per role"),
+    Rule("service.deployments_max", f"a service has at most {L.MAX_DEPLOYMENTS_PER_SERVICE} deployments"),
+    Rule("stack.services_max", f"a stack file (and a platform) holds at most {L.MAX_SERVICES} services"),
+    Rule("stack.deployments_max", f"a stack file (and a platform) holds at most {L.MAX_DEPLOYMENTS} deployments over "
+                                  f"all services"),
+    Rule("list.max_items", f"lists are bounded: ports {L.MAX_PORTS}, header rules {L.MAX_HEADER_RULES}, schedules "
+                           f"{L.MAX_SCHEDULES}, metric rules {L.MAX_METRIC_RULES}, mounts {L.MAX_MOUNTS}, roles "
+                           f"{L.MAX_ROLES}, env entries {L.MAX_ENV_VARS}, ingress rules {L.MAX_INGRESS_RULES}, inventory "
+                           f"objects {L.MAX_INVENTORY_OBJECTS} per kind, queue capacity entries {L.MAX_CAPACITY_ENTRIES}"),
+    Rule("mount.source_format", "mount sources are file system names (letters, digits, '.', '_', '-'; no '/' or "
+                                "'..'), so a mount cannot leave its file system"),
+    Rule("image.name_format", "image names are references such as registry.example.com/team/llm:1.4 (no spaces, no "
+                              "empty or '..' segments)"),
+    Rule("header.name_format", f"header names are HTTP tokens of at most {L.MAX_HEADER_NAME} characters"),
+    Rule("probe.http_path_format", "an HTTP probe's path starts with '/' and holds visible ASCII only"),
+    Rule("traffic.timeout_max", f"the request timeout is at most {L.MAX_TIMEOUT_S:g} seconds"),
+    Rule("autoscaling.target_range", f"metric targets are from {L.MIN_METRIC_TARGET:g} to {L.MAX_METRIC_TARGET:g}"),
+    Rule("compute_spec.resources_max", f"at most {L.MAX_CPU:g} CPUs, {L.MAX_MEMORY_GIB:g} GiB of memory, "
+                                       f"{L.MAX_GPUS} GPUs and a price of {L.MAX_PRICE:g} per hour"),
+    Rule("queue.capacity_max", f"a queue holds at most {L.MAX_CAPACITY} instances of one compute spec"),
     # the stack file
     Rule("stack.declares_nothing", "a stack file declares at least one service or inventory object"),
     # inventory

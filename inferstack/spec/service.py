@@ -8,24 +8,33 @@ from __future__ import annotations
 import functools
 import math
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_serializer, model_validator
 from pydantic_core import PydanticCustomError
 
+from . import limits as L
 from .findings import SECRET_MASK
 from .types import (
     KEY_RE,
     AbsPath,
+    Command,
     Count,
     Cron,
     Description,
     EnvName,
+    EnvValue,
     GracePeriod,
+    HeaderName,
+    HeaderValue,
+    HttpPath,
+    ImageName,
     Key,
+    Label,
     MetricTarget,
     MirrorPercent,
     Model,
+    MountSource,
     Name,
     Percent,
     Port,
@@ -35,10 +44,13 @@ from .types import (
     Retries,
     RoleName,
     Seconds,
+    SecretValue,
     Threshold,
     Timeout,
     TimeZone,
     Weight,
+    check,
+    max_items,
 )
 
 NetworkType = Literal["public_gateway", "private_gateway", "clb"]
@@ -60,8 +72,8 @@ STANDARD_ROLE = "main"
 class HeaderRule(Model):
     """Requests whose header equals the value go to the deployment (evaluated first, in order)."""
 
-    header: str = Field(description="Header name (case-insensitive).", examples=["x-canary"])
-    value: str = Field(description="Exact header value that matches.", examples=["1"])
+    header: HeaderName = Field(description="Header name (case-insensitive).", examples=["x-canary"])
+    value: HeaderValue = Field(description="Exact header value that matches.", examples=["1"])
     deployment: Key = Field(description="Key of the deployment that takes matching requests.")
 
 
@@ -75,7 +87,7 @@ class Mirror(Model):
 class ConsistentHash(Model):
     """Requests with the same header value stick to one instance within the chosen deployment."""
 
-    header: str = Field(description="Header whose value is hashed.", examples=["x-user-id"])
+    header: HeaderName = Field(description="Header whose value is hashed.", examples=["x-user-id"])
 
 
 class Traffic(Model):
@@ -88,7 +100,8 @@ class Traffic(Model):
                                                    "Deployments not named get 0. Shares are compared at 0.01 "
                                                    "percentage points.",
                                        examples=[{"stable": 90, "canary": 10}])
-    header_rules: list[HeaderRule] = Field(default_factory=list, description="Evaluated first, in order.")
+    header_rules: Annotated[list[HeaderRule], max_items(L.MAX_HEADER_RULES, "header rules")] = Field(
+        default_factory=list, description="Evaluated first, in order.")
     mirror: Mirror | None = Field(None, description="Copy a share of requests to a deployment.")
     consistent_hash: ConsistentHash | None = Field(None, description="Sticky routing within the chosen "
                                                                         "deployment.")
@@ -109,11 +122,11 @@ class Traffic(Model):
 class Image(Model):
     """Exactly one of preset, custom or url (镜像)."""
 
-    preset: Ref | None = Field(None, description="A preset image of the catalogue (预置镜像).",
+    preset: ImageName | None = Field(None, description="A preset image of the catalogue (预置镜像).",
                                   examples=["inferstack/echo"])
-    custom: str | None = Field(None, description="An image from your registry (自定义镜像).",
+    custom: ImageName | None = Field(None, description="An image from your registry (自定义镜像).",
                                   examples=["registry.example.com/team/llm:1.4"])
-    url: str | None = Field(None, description="An image URL (镜像 URL).")
+    url: ImageName | None = Field(None, description="An image URL (镜像 URL).")
 
     @property
     def reference(self) -> str:
@@ -123,15 +136,16 @@ class Image(Model):
 class ModelSource(Model):
     """The model served (模型): a registry reference with a version, or a path on a mount."""
 
-    registry: str | None = Field(None, description="Model registry reference.", examples=["qwen2-7b"])
-    version: str | None = Field(None, description="Version of the registry reference.", examples=["3"])
+    registry: Label | None = Field(None, description="Model registry reference.", examples=["qwen2-7b"])
+    version: Label | None = Field(None, description="Version of the registry reference.", examples=["3"])
     path: AbsPath | None = Field(None, description="Path of the model on one of the deployment's mounts.")
 
 
 class Mount(Model):
     """A shared file system mount (共享文件系统挂载); its data outlives instances."""
 
-    source: Ref = Field(description="File system (volume) name. Locally: a directory under the platform's data dir.")
+    source: MountSource = Field(description="File system (volume) name. Locally: a directory under the platform's "
+                                            "data dir (one name, no '/': a mount cannot leave it).")
     path: AbsPath = Field(description="Absolute mount path inside the instance.")
     read_only: bool = Field(False, description="Mount read-only.")
 
@@ -140,8 +154,8 @@ class EnvVar(Model):
     """An environment variable: a plain value or a secret (never shown in errors, logs, plans or rendered files)."""
 
     name: EnvName = Field(description="Variable name.")
-    value: str | None = Field(None, description="Plain value.")
-    secret: SecretStr | None = Field(None, description="Secret value.")
+    value: EnvValue | None = Field(None, description="Plain value.")
+    secret: SecretValue | None = Field(None, description="Secret value.")
 
     @field_serializer("secret", when_used="always")
     def _dump_secret(self, secret: SecretStr | None, info: Any) -> str | None:
@@ -150,6 +164,9 @@ class EnvVar(Model):
         if info.context and info.context.get("reveal_secrets"):
             return secret.get_secret_value()
         return SECRET_MASK
+
+
+EnvList = Annotated[list[EnvVar], max_items(L.MAX_ENV_VARS, "env entries")]
 
 
 class RollingUpdate(Model):
@@ -179,7 +196,7 @@ def rolling_bounds(replicas: int, max_unavailable_pct: float, max_surge_pct: flo
 class Schedule(Model):
     """A window of the day with its own instance count or bounds (cron start/end in a time zone)."""
 
-    name: str | None = Field(None, description="Label of the window.")
+    name: Label | None = Field(None, description="Label of the window.")
     start: Cron = Field(description="Cron expression opening the window.", examples=["0 9 * * 1-5"])
     end: Cron = Field(description="Cron expression closing the window.", examples=["0 18 * * 1-5"])
     timezone: TimeZone = Field("UTC", description="IANA time zone of the cron expressions.",
@@ -201,8 +218,10 @@ class MetricRule(Model):
 class Autoscaling(Model):
     """Autoscaling (自动扩缩容) by schedule and/or metric. The autoscaler's count lives in status, never in spec."""
 
-    schedules: list[Schedule] = Field(default_factory=list, description="Time windows.")
-    metrics: list[MetricRule] = Field(default_factory=list, description="Metric rules.")
+    schedules: Annotated[list[Schedule], max_items(L.MAX_SCHEDULES, "schedules")] = Field(
+        default_factory=list, description="Time windows.")
+    metrics: Annotated[list[MetricRule], max_items(L.MAX_METRIC_RULES, "metric rules")] = Field(
+        default_factory=list, description="Metric rules.")
 
     @property
     def floor(self) -> int:
@@ -217,7 +236,7 @@ class Autoscaling(Model):
 
 
 class HttpAction(Model):
-    path: str = Field("/healthz", description="Path requested with GET.")
+    path: HttpPath = Field("/healthz", description="Path requested with GET.")
     port: Port | None = Field(None, description="Port; defaults to the listen port.")
 
 
@@ -230,7 +249,7 @@ class Probe(Model):
 
     http: HttpAction | None = Field(None, description="HTTP GET; 2xx/3xx is success.")
     tcp: TcpAction | None = Field(None, description="TCP connect.")
-    command: list[str] | None = Field(None, description="argv run in the instance; exit 0 is success.")
+    command: Command | None = Field(None, description="argv run in the instance; exit 0 is success.")
     initial_delay_s: Seconds = Field(0.0, description="Delay before the first probe.")
     period_s: PositiveSeconds = Field(10.0, description="Time between probes.")
     timeout_s: PositiveSeconds = Field(1.0, description="Time a probe may take.")
@@ -246,7 +265,8 @@ class Probes(Model):
 
 class DeploymentPorts(Model):
     listen: Port = Field(8080, description="Port the process listens on (locally: assigned per instance).")
-    call: list[Port] = Field(default_factory=list, description="Extra ports callers use.")
+    call: Annotated[list[Port], max_items(L.MAX_PORTS, "call ports")] = Field(
+        default_factory=list, description="Extra ports callers use.")
 
 
 ROLE_FIELDS = ("compute_spec", "replicas", "autoscaling", "command", "env", "probes", "rolling_update")
@@ -260,8 +280,8 @@ class Role(Model):
     compute_spec: Ref = Field(description="Compute spec of the role's instances (offered by the queue).")
     replicas: Count | None = Field(None, description="Instance count; required unless autoscaling is set.")
     autoscaling: Autoscaling | None = Field(None, description="Autoscaling of the role.")
-    command: list[str] | None = Field(None, description="argv entry command (入口命令), never run by a shell.")
-    env: list[EnvVar] = Field(default_factory=list, description="Environment of the role (added to the deployment's).")
+    command: Command | None = Field(None, description="argv entry command (入口命令), never run by a shell.")
+    env: EnvList = Field(default_factory=list, description="Environment of the role (added to the deployment's).")
     probes: Probes = Field(default_factory=Probes, description="Health checks.")
     rolling_update: RollingUpdate = Field(description="Rolling update policy (required).")
 
@@ -282,15 +302,17 @@ class Deployment(Model):
     image: Image = Field(description="Image (镜像): exactly one of preset, custom or url.")
     model: ModelSource | None = Field(None, description="Model (模型).")
     queue: Ref = Field(description="Queue (所属队列) in the service's resource group; fixes the zone.")
-    mounts: list[Mount] = Field(default_factory=list, description="Shared file systems (data outlives instances).")
+    mounts: Annotated[list[Mount], max_items(L.MAX_MOUNTS, "mounts")] = Field(
+        default_factory=list, description="Shared file systems (data outlives instances).")
     inference_mode: InferenceMode = Field("standard", description="`standard` (one role, fields inline) or "
                                                                   "`multi_role` (多角色分离: `roles`).")
-    roles: list[Role] | None = Field(None, description="Roles of a multi_role deployment (2+).")
+    roles: Annotated[list[Role], max_items(L.MAX_ROLES, "roles")] | None = Field(
+        None, description="Roles of a multi_role deployment (2+).")
     compute_spec: Ref | None = Field(None, description="Compute spec (standard mode).")
     replicas: Count | None = Field(None, description="Instances (standard mode); required unless autoscaling.")
     autoscaling: Autoscaling | None = Field(None, description="Autoscaling (standard mode).")
-    command: list[str] | None = Field(None, description="argv entry command (standard mode).")
-    env: list[EnvVar] = Field(default_factory=list, description="Environment (all roles).")
+    command: Command | None = Field(None, description="argv entry command (standard mode).")
+    env: EnvList = Field(default_factory=list, description="Environment (all roles).")
     probes: Probes | None = Field(None, description="Health checks (standard mode).")
     rolling_update: RollingUpdate | None = Field(None, description="Rolling update policy (standard mode; "
                                                                       "required).")
@@ -354,9 +376,13 @@ class Service(Model):
     vpc: Ref = Field(description="VPC of the service.")
     network_type: NetworkType = Field("public_gateway", description="public_gateway (default), private_gateway or "
                                                                     "clb.")
-    ports: list[Port] = Field(default_factory=lambda: [8000], description="Call port(s) of the service.")
+    ports: Annotated[list[Port], max_items(L.MAX_PORTS, "call ports")] = Field(
+        default_factory=lambda: [8000], description="Call port(s) of the service.")
     traffic: Traffic = Field(default_factory=Traffic, description="The traffic object.")
-    deployments: list[Deployment] = Field(default_factory=list, description="Deployments (may be empty).")
+    deployments: Annotated[list[Deployment], check(
+        "service.deployments_max", lambda v: len(v) <= L.MAX_DEPLOYMENTS_PER_SERVICE,
+        f"a service has at most {L.MAX_DEPLOYMENTS_PER_SERVICE} deployments",
+        maxItems=L.MAX_DEPLOYMENTS_PER_SERVICE)] = Field(default_factory=list, description="Deployments (may be empty).")
     legacy_form: bool = Field(False, description="Set when the service was written in the flat single-deployment "
                                                  "form (its deployment is `default` / `Default`).")
 

@@ -14,8 +14,8 @@ from .findings import Finding, Report, Severity
 from .inventory import Inventory
 from .kubernetes import KubernetesOptions, kubernetes_findings, route_claims, route_path_findings
 from .service import Service
-from .types import Model
-from .validate import _finding, inventory_findings, parse, parse_services, service_findings
+from .types import Model, exact_mapping_keys
+from .validate import _finding, count_findings, inventory_findings, parse, parse_services, service_findings
 
 
 class StackFile(Model):
@@ -173,11 +173,17 @@ def validate_stack(data: Any, source: str = "<data>", base_inventory: Inventory 
         report.findings.append(_finding("field.type", "", type(data).__name__,
                                         "a stack file is a mapping with `inventory:` and `services:`"))
         return LoadedStack(source, None, report, data)
+    whole = data
+    if isinstance(data.get("services"), list):
+        services, counted = count_findings(data["services"])
+        report.extend(counted)
+        if len(services) < len(data["services"]):
+            data = {**data, "services": list(services)}  # the rest is not looked at: see count_findings
     stack, found = parse(StackFile, data, "")
     if stack is not None and not stack.services and not any(getattr(stack.inventory, k) for k in Inventory.KINDS):
         report.findings.append(_finding("stack.declares_nothing", "", None, "the file declares no services and no "
                                         "inventory objects: add `services:` (and, if needed, `inventory:` objects)"))
-        return LoadedStack(source, None, report, data)
+        return LoadedStack(source, None, report, whole)
     if stack is not None:
         inventory = base_inventory.merged(stack.inventory) if base_inventory else stack.inventory
         report.extend(inventory_findings(stack.inventory, context=inventory))
@@ -185,7 +191,7 @@ def validate_stack(data: Any, source: str = "<data>", base_inventory: Inventory 
         report.extend(service_findings(stack.services, paths, inventory))
         if stack.target == "kubernetes":  # rules of the kubernetes target (see spec/kubernetes.py)
             report.extend(kubernetes_findings(stack.services, paths, stack.kubernetes))
-        return LoadedStack(source, stack, report, data)
+        return LoadedStack(source, stack if data is whole else None, report, whole)
     # Field errors somewhere: report them, and still run the rules on every part that parses.
     report.extend(found)
     inv, _ = parse(Inventory, data.get("inventory") or {}, "inventory")
@@ -201,7 +207,7 @@ def validate_stack(data: Any, source: str = "<data>", base_inventory: Inventory 
     if data.get("target") == "kubernetes":
         options, _ = parse(KubernetesOptions, data.get("kubernetes") or {}, "kubernetes")
         report.extend(kubernetes_findings(services, paths, options))
-    return LoadedStack(source, None, report, data)
+    return LoadedStack(source, None, report, whole)
 
 
 def check_across_stacks(stacks: list[LoadedStack]) -> None:
@@ -259,6 +265,7 @@ def json_schema() -> dict[str, Any]:
     for name, prop in defs["Deployment"]["properties"].items():
         if name not in service_props and name not in ("name", "key"):
             service_props[name] = {**prop, "description": "Legacy flat form: " + prop.get("description", name)}
+    exact_mapping_keys(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "inferstack stack file"
     return schema

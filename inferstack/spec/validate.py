@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from . import limits as L
 from .capacity import Admitted, capacity_findings
 from .findings import SECRET_MASK, Finding, Report, Severity
 from .inventory import Inventory
@@ -20,6 +21,7 @@ _PYDANTIC_RULES = {
     "extra_forbidden": "field.unknown",
     "literal_error": "field.enum",
     "enum": "field.enum",
+    "finite_number": "number.finite",
 }
 
 
@@ -63,7 +65,11 @@ def findings_from_error(error: ValidationError, base: str) -> list[Finding]:
         message = err["msg"]
         if kind == "extra_forbidden":
             message = f"unknown key '{loc[-1] if loc else ''}' (a typo? see `inferstack schema`)"
-            value = None if isinstance(value, (dict, list)) else value
+            value = None  # never echoed: a misspelt `secret:` key must not send its value back
+        elif kind == "finite_number":
+            message = "must be a finite number (not NaN or Infinity)"
+        elif rule == "field.type" and isinstance(value, (str, bool)) and value != SECRET_MASK:
+            message = f"{message}, not {'a boolean' if isinstance(value, bool) else 'a string'} (types are strict)"
         out.append(_finding(rule, path, _mask(value), message))
     return out
 
@@ -453,9 +459,11 @@ def _roles(dep: Deployment, path: str, look: _Lookup) -> Iterator[Finding]:
                            "roles")
             return
         if dep.compute_spec is None:
-            yield _finding("field.required", f"{path}.compute_spec", None, "Field required")
+            yield _finding("deployment.roles_match_mode", f"{path}.compute_spec", None,
+                           "a standard deployment needs compute_spec (multi_role ones give it per role)")
         if dep.rolling_update is None:
-            yield _finding("field.required", f"{path}.rolling_update", None, "Field required")
+            yield _finding("deployment.roles_match_mode", f"{path}.rolling_update", None,
+                           "a standard deployment needs rolling_update (multi_role ones give it per role)")
         if dep.compute_spec is None or dep.rolling_update is None:
             return
         roles = [(dep.effective_roles()[0], path, True)]
@@ -506,6 +514,7 @@ def _role(dep: Deployment, role: Role, path: str, look: _Lookup, inline: bool) -
         yield from _autoscaling(role, f"{path}.autoscaling")
     if not inline:
         yield from _env(role.env, f"{path}.env")
+    yield from _env_size(role.env, f"{path}.env")
     for kind in ("startup", "readiness", "liveness"):
         probe: Probe | None = getattr(role.probes, kind)
         if probe is not None:
@@ -546,6 +555,16 @@ def _env(env: Sequence[Any], path: str) -> Iterator[Finding]:
         seen.add(e.name)
 
 
+def _env_size(env: Sequence[Any], path: str) -> Iterator[Finding]:
+    """A role's whole environment (the deployment's merged with the role's) fits what a process can be given."""
+    size = sum(len(e.name) + 1 + len((e.value or "") if e.secret is None else e.secret.get_secret_value())
+               for e in env)
+    if size > L.MAX_ENV_TOTAL:
+        yield _finding("env.total_size", path, size,
+                       f"the environment holds {size} characters (NAME=value over every variable); at most "
+                       f"{L.MAX_ENV_TOTAL} can be passed to a process: mount large values as files instead")
+
+
 def _probe(kind: str, probe: Probe, path: str) -> Iterator[Finding]:
     actions = [a for a in ("http", "tcp", "command") if getattr(probe, a) is not None]
     if len(actions) != 1:
@@ -574,10 +593,41 @@ def validate(services: Sequence[Service | Mapping[str, Any]], inventory: Invento
         partial_inventory = True
     elif check_inventory:
         report.extend(inventory_findings(inv))
+    services, found = count_findings(services, base)
+    report.extend(found)
     parsed, paths, indexes, found = parse_services(services, base)
     report.extend(found)
     report.extend(service_findings(parsed, paths, inv, partial_inventory, indexes, admitted))
     return report
+
+
+def count_findings(services: Sequence[Any], base: str = "services") -> tuple[Sequence[Any], list[Finding]]:
+    """The counts over a whole stack (or a whole platform): services, and deployments over all services. Counted on
+    the raw input, before anything is parsed; past the service limit only the first services are looked at further
+    (a refused input must not hold the control plane for long)."""
+    out: list[Finding] = []
+    if len(services) > L.MAX_SERVICES:
+        out.append(_finding("stack.services_max", base, len(services),
+                            f"{len(services)} services; a stack file (and a platform) holds at most "
+                            f"{L.MAX_SERVICES}"))
+        services = services[:L.MAX_SERVICES]
+    total = sum(_deployment_count(s) for s in services)
+    if total > L.MAX_DEPLOYMENTS:
+        out.append(_finding("stack.deployments_max", base, total,
+                            f"{total} deployments over all services; a stack file (and a platform) holds at most "
+                            f"{L.MAX_DEPLOYMENTS}"))
+    return services, out
+
+
+def _deployment_count(service: Any) -> int:
+    if isinstance(service, Service):
+        return len(service.deployments)
+    if not isinstance(service, Mapping):
+        return 0
+    deployments = service.get("deployments")
+    if isinstance(deployments, list):
+        return len(deployments)
+    return 1 if any(k in service for k in ("image", "queue", "compute_spec")) else 0  # the flat legacy form
 
 
 def parse_services(services: Sequence[Any], base: str = "services"

@@ -413,12 +413,13 @@ def test_consistent_hash_and_retries_are_warned_not_rendered(stack_of):
 
 
 def test_a_header_rule_that_is_no_valid_header_match_is_left_out_with_a_warning(stack_of):
+    # A header name that is no HTTP token is refused by the spec already (header.name_format); an empty value is
+    # valid for the gateway but no HTTPRoute header match.
     stack = stack_of(service(dep("stable"), traffic={"header_rules": [
-        {"header": "bad header", "value": "1", "deployment": "stable"},
         {"header": "x-empty", "value": "", "deployment": "stable"}]}))
     result = rendered(stack, gateway_api_version="v1.4")
     assert [r["name"] for r in by_kind(result, "HTTPRoute")["chat"]["spec"]["rules"]] == ["direct-stable", "default"]
-    assert sum("left out" in w for w in result.warnings) == 2
+    assert sum("left out" in w for w in result.warnings) == 1
 
 
 def test_an_http_route_keeps_to_16_rules(stack_of):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 from platform_harness import PlatformProcess, deployment, service
 
+from inferstack.platform.secretbox import SecretBox
 from inferstack.targets.local.client import PlatformClient, PlatformError
 
 
@@ -225,7 +227,9 @@ def test_secrets_are_masked_in_reads_kept_when_the_mask_is_sent_back_and_never_i
     after = client.put_deployment("secret", "stable", spec)
     assert after["metadata"]["generation"] == 2
     stored = [row for row in platform.dump()["objects"] if row[0] == "deployment" and row[1] == "secret"]
-    assert "s3cr3t-value" in stored[0][8] and "[secret]" not in stored[0][8]
+    # Kept (the mask sent back means "unchanged"), and sealed at rest: the row holds no plain text.
+    assert "s3cr3t-value" not in stored[0][8] and "[secret]" not in stored[0][8]
+    assert SecretBox(platform.data_dir).open(json.loads(stored[0][8]))["env"][0]["secret"] == "s3cr3t-value"
     events = client.events("secret")
     assert "s3cr3t-value" not in repr(events) and events[-1]["changes"] == ["env[1].value"]
     with pytest.raises(PlatformError) as err:

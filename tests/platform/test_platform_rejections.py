@@ -47,6 +47,8 @@ def test_refused_writes_change_no_row_in_any_table(fresh_platform: PlatformProce
     for http, method, path, body, expected in refusals:
         kwargs = {"content": body} if isinstance(body, bytes) else {"json": body} if body is not None else {}
         headers = {"If-Match": "1"} if expected == 409 and method == "PUT" else {}
+        if isinstance(body, bytes):
+            headers["Content-Type"] = "application/json"
         response = http.request(method, path, headers=headers, **kwargs)
         assert response.status_code == expected, (method, path, response.text)
         assert fresh_platform.dump() == version, (method, path)

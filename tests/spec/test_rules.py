@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from inferstack.spec import RULES, SECRET_MASK, Severity, check_across_stacks, validate, validate_stack
+from inferstack.spec import limits as L
 
 
 def base_stack() -> dict[str, Any]:
@@ -95,6 +96,25 @@ def clb(d: dict) -> dict:
     s["network_type"] = "clb"
     s["traffic"] = {"strategy": "by_instance_count"}
     return s
+
+
+def roomy(d: dict) -> dict:
+    """The postpaid queue's quota raised to its maximum, so that counts at their limits fit it."""
+    inv(d, "queues", 1)["capacity"]["small"] = L.MAX_CAPACITY
+    return d
+
+
+def extra_deployments(n: int) -> list[dict]:
+    """`n` more valid deployments (weight 0) on the postpaid queue, which holds any count."""
+    return [{"name": f"extra-{i}", "image": {"preset": "inferstack/echo"}, "queue": "q-post-a",
+             "compute_spec": "small", "replicas": 1, "rolling_update": {"max_unavailable": 25, "max_surge": 25},
+             "subnet": "sub-a", "security_group": "sg-1"} for i in range(n)]
+
+
+def extra_services(n: int, deployments: int = 0, prefix: str = "svc") -> list[dict]:
+    traffic = {"weights": {"extra-0": 100}} if deployments else {}
+    return [{"name": f"{prefix}-{i}", "resource_group": "rg-1", "vpc": "vpc-1", "ports": [8000], "traffic": traffic,
+             "deployments": extra_deployments(deployments)} for i in range(n)]
 
 
 Mutation = Callable[[dict], Any]
@@ -230,6 +250,37 @@ REJECTING: list[tuple[str, Mutation, str]] = [
     ("kubernetes.object_name_unique", lambda d: (d.update(target="kubernetes"), d["services"].append(
         {**copy.deepcopy(svc(d)), "name": "chat-canary", "key": "chat-canary",
          "traffic": {"strategy": "by_instance_count"}, "deployments": [copy.deepcopy(dep(d, 1))]})), "services[1].key"),
+    # size and count (spec/limits.py)
+    ("number.finite", lambda d: svc(d)["traffic"].update(timeout_s=float("inf")), f"{P}.traffic.timeout_s"),
+    ("text.length", lambda d: dep(d).update(model={"registry": "m" * 257}), f"{D0}.model.registry"),
+    ("text.control_characters", lambda d: dep(d)["env"][0].update(value="fa\x00st"), f"{D0}.env[0].value"),
+    ("env.value_size", lambda d: dep(d)["env"][0].update(value="x" * (L.MAX_ENV_VALUE + 1)), f"{D0}.env[0].value"),
+    ("env.total_size", lambda d: dep(d).update(env=[{"name": f"V{i}", "value": "x" * L.MAX_ENV_VALUE}
+                                                    for i in range(4)]), f"{D0}.env"),
+    ("command.size", lambda d: dep(d).update(command=[]), f"{D0}.command"),
+    ("replicas.max", lambda d: dep(d, 1).update(replicas=L.MAX_REPLICAS + 1), f"{D1}.replicas"),
+    ("service.deployments_max", lambda d: svc(d)["deployments"].extend(
+        extra_deployments(L.MAX_DEPLOYMENTS_PER_SERVICE - 1)), f"{P}.deployments"),
+    ("stack.services_max", lambda d: d["services"].extend(extra_services(L.MAX_SERVICES)), "services"),
+    ("stack.deployments_max", lambda d: d["services"].extend(
+        extra_services(L.MAX_DEPLOYMENTS // L.MAX_DEPLOYMENTS_PER_SERVICE + 1, L.MAX_DEPLOYMENTS_PER_SERVICE)), "services"),
+    ("list.max_items", lambda d: svc(d).update(ports=list(range(8000, 8001 + L.MAX_PORTS))), f"{P}.ports"),
+    ("mount.source_format", lambda d: dep(d).update(mounts=[{"source": "a/../../x", "path": "/m"}]),
+     f"{D0}.mounts[0].source"),
+    ("image.name_format", lambda d: dep(d).update(image={"custom": "registry.example.com/../etc:1"}),
+     f"{D0}.image.custom"),
+    ("header.name_format", lambda d: svc(d)["traffic"].update(
+        header_rules=[{"header": "x canary:", "value": "1", "deployment": "canary"}]),
+     f"{P}.traffic.header_rules[0].header"),
+    ("probe.http_path_format", lambda d: dep(d).update(probes={"readiness": {"http": {"path": "healthz"}}}),
+     f"{D0}.probes.readiness.http.path"),
+    ("traffic.timeout_max", lambda d: svc(d)["traffic"].update(timeout_s=L.MAX_TIMEOUT_S + 1), f"{P}.traffic.timeout_s"),
+    ("autoscaling.target_range", lambda d: dep(d).update(autoscaling={"metrics": [
+        {"metric": "qps", "target": 0.0001, "max": 3}]}), f"{D0}.autoscaling.metrics[0].target"),
+    ("compute_spec.resources_max", lambda d: inv(d, "compute_specs").update(memory_gib=L.MAX_MEMORY_GIB * 2),
+     "inventory.compute_specs[0].memory_gib"),
+    ("queue.capacity_max", lambda d: inv(d, "queues", 1)["capacity"].update(small=L.MAX_CAPACITY + 1),
+     "inventory.queues[1].capacity.small"),
 ]
 
 # Rules over several stacks at once (`check_across_stacks`, as `inferstack validate A B` runs it): (rule, mutation of
@@ -277,6 +328,38 @@ ACCEPTING: list[tuple[str, Mutation]] = [
     ("ingress to_port equal to from_port", lambda d: inv(d, "security_groups")["ingress"][0].update(to_port=8000) or
      svc(d)["deployments"][0].update(ports={"listen": 8000}) or svc(d)["deployments"][1].update(ports={"listen": 8000})),
     ("NUMA at half a machine", lambda d: dep(d).update(numa_affinity=True)),
+    ("an env value at its size limit", lambda d: dep(d)["env"][0].update(value="x" * L.MAX_ENV_VALUE)),
+    ("an environment at its total size limit", lambda d: dep(d).update(env=[
+        {"name": "A", "value": "x" * L.MAX_ENV_VALUE}, {"name": "B", "value": "x" * L.MAX_ENV_VALUE},
+        {"name": "C", "value": "x" * L.MAX_ENV_VALUE}, {"name": "D", "value": "x" * (L.MAX_ENV_VALUE - 8)}])),
+    ("tabs and line breaks in env values and descriptions", lambda d: (
+        dep(d)["env"][0].update(value="-----BEGIN KEY-----\n\tabc\r\n"), svc(d).update(description="a\n\tb"))),
+    ("a one-item command", lambda d: dep(d).update(command=["serve"])),
+    ("replicas at their maximum", lambda d: roomy(d) and dep(d, 1).update(replicas=L.MAX_REPLICAS)),
+    ("a service with the most deployments", lambda d: roomy(d) and svc(d)["deployments"].extend(
+        extra_deployments(L.MAX_DEPLOYMENTS_PER_SERVICE - 2))),
+    ("ports at their maximum count", lambda d: svc(d).update(ports=list(range(8000, 8000 + L.MAX_PORTS)))),
+    ("a mount source with dots inside", lambda d: dep(d).update(mounts=[{"source": "models.v2_x-1", "path": "/m"}])),
+    ("an image reference with port, tag and digest", lambda d: dep(d).update(
+        image={"custom": "registry.example.com:5000/team/llm:1.4@sha256:" + "a" * 64})),
+    ("an image URL", lambda d: dep(d).update(image={"url": "https://images.example.com/llm:2"})),
+    ("a header token with punctuation", lambda d: svc(d)["traffic"].update(
+        header_rules=[{"header": "X-Canary_v2.1", "value": "\u91d1\u4e1d\u96c0 1", "deployment": "canary"}])),
+    ("an HTTP probe path with a query", lambda d: dep(d).update(probes={"readiness": {"http": {"path": "/h?x=1"}}})),
+    ("timeout at one day", lambda d: svc(d)["traffic"].update(timeout_s=L.MAX_TIMEOUT_S)),
+    ("metric targets at both bounds", lambda d: dep(d).update(autoscaling={"metrics": [
+        {"metric": "qps", "target": L.MIN_METRIC_TARGET, "max": 3},
+        {"metric": "in_flight", "target": L.MAX_METRIC_TARGET, "max": 3}]})),
+    ("queue capacity at its maximum", lambda d: inv(d, "queues", 1)["capacity"].update(small=L.MAX_CAPACITY)),
+    ("a model registry reference at its length limit", lambda d: dep(d).update(model={"registry": "m" * 256})),
+    ("a stack with the most services", lambda d: d["services"].extend(extra_services(L.MAX_SERVICES - 1))),
+    ("a stack with the most deployments", lambda d: roomy(d) and d["services"].extend(
+        extra_services(L.MAX_DEPLOYMENTS // L.MAX_DEPLOYMENTS_PER_SERVICE, L.MAX_DEPLOYMENTS_PER_SERVICE)
+        + extra_services(1, L.MAX_DEPLOYMENTS % L.MAX_DEPLOYMENTS_PER_SERVICE - 2, prefix="rest"))),
+    ("a large finite number where a number is asked", lambda d: inv(d, "queues", 1)["capacity"].update(
+        small=L.MAX_CAPACITY) or inv(d, "compute_specs").update(price_per_hour={"prepaid": 1e6})),
+    ("integral floats where integers are asked (how Pulumi sends numbers)", lambda d: (
+        dep(d).update(replicas=2.0, priority=5.0), svc(d).update(ports=[8000.0]))),
 ]
 
 

@@ -27,6 +27,7 @@ from httptools import (
     HttpResponseParser,
 )
 
+from inferstack import images
 from inferstack.openai_errors import error_body
 
 from .metrics import CLIENT_ABORT, CONNECT, LATENCY_BUCKETS, MIRROR, TIMEOUT, UNAVAILABLE, UPSTREAM, RouteStats
@@ -43,6 +44,8 @@ IDLE_MAX_AGE_S = 4.0  # below the common 5 s keep-alive of servers, so an idle s
 BUFFER_LIMIT = 256 * 1024  # request bytes held while the upstream connection is being opened
 MIRROR_BUFFER_LIMIT = 1024 * 1024
 
+# The instances answer only requests that carry their service's token (see ServiceEntry.upstream).
+UPSTREAM_TOKEN_HEADER = images.UPSTREAM_TOKEN_HEADER.encode()
 # Kinds of request headers that need more than forwarding.
 _AUTH, _HOP, _EXPECT, _XFF, _TRANSFER = range(5)
 _REQUEST_SPECIAL = {
@@ -56,6 +59,7 @@ _REQUEST_SPECIAL = {
     b"expect": _EXPECT,
     b"x-forwarded-for": _XFF,
     b"transfer-encoding": _TRANSFER,
+    UPSTREAM_TOKEN_HEADER.lower(): _HOP,  # a client's is dropped: only the gateway's own reaches the instance
 }
 # Kinds of response headers that need more than forwarding.
 _LENGTH, _CHUNKED_BODY, _DROP = range(3)
@@ -84,13 +88,17 @@ _LAST_CHUNK = b"0\r\n\r\n"
 class ServiceEntry:
     """What the proxy needs of one service in one snapshot."""
 
-    __slots__ = ("access", "key", "router", "stats")
+    __slots__ = ("access", "key", "router", "stats", "upstream")
 
-    def __init__(self, key: str, router: ServiceRouter, access: AccessPolicy, stats: RouteStats) -> None:
+    def __init__(self, key: str, router: ServiceRouter, access: AccessPolicy, stats: RouteStats,
+                 upstream_token: str = "") -> None:
         self.key = key
         self.router = router
         self.access = access
         self.stats = stats  # answers of the gateway itself (no deployment chosen)
+        # The header line that proves a request came through the gateway, added to every upstream request head
+        # (mirror copies and retries reuse the head: one token per service, so it fits every instance of it).
+        self.upstream = UPSTREAM_TOKEN_HEADER + b": " + upstream_token.encode() + b"\r\n" if upstream_token else b""
 
 
 class ProxyState:
@@ -547,7 +555,7 @@ class ClientConnection(asyncio.Protocol):
             hparts.append(self.xff_line)
         else:
             hparts += (b"X-Forwarded-For: ", self.xff_in, b", ", self.peer_ip_bytes, b"\r\n")
-        hparts.append(b"\r\n")
+        hparts += (entry.upstream, b"\r\n")
         self.obuf = hparts
         if self.expect_continue:
             self.expect_continue = False  # from here on: the client is not waiting for a 100 any more

@@ -93,7 +93,8 @@ class Gateway:
                 if instance.upstream is None:
                     self._adopt(service, instance)
             services = {
-                s.key: ServiceEntry(s.key, table.services[s.key], AccessPolicy.of(s), self.metrics.stats(s.key))
+                s.key: ServiceEntry(s.key, table.services[s.key], AccessPolicy.of(s), self.metrics.stats(s.key),
+                                    s.upstream_token)
                 for s in snapshot.services
             }
             wanted = {(s.key, listener.port): listener.bind_port for s in snapshot.services for listener in s.listeners}

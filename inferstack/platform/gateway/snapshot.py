@@ -127,6 +127,12 @@ class Service(_Model):
         description="sha256 hex digests of the invocation keys (public_gateway and clb).",
     )
     allowed_sources: list[AllowedSource] = Field(default_factory=list, description="private_gateway callers.")
+    upstream_token: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_-]{0,128}$",
+        description="Sent to the instances as X-Inferstack-Upstream-Token on every request (they answer nothing "
+        "without it); empty: no header.",
+    )
     traffic: Traffic = Field(default_factory=Traffic, description="The traffic split.")
     deployments: list[Deployment] = Field(default_factory=list, description="Deployments with their ready instances.")
 

@@ -14,12 +14,14 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inferstack.images import UPSTREAM_TOKEN_ENV, UPSTREAM_TOKEN_HEADER
 from inferstack.platform.runtime.process import InstanceProcess
 
 
 @dataclass(frozen=True)
 class HttpGet:
-    """Passes on an HTTP status from 200 to 399."""
+    """Passes on an HTTP status from 200 to 399. Sends the instance's upstream token (env
+    ``INFERSTACK_UPSTREAM_TOKEN``) as the gateway does, so an instance that answers only the gateway is probed too."""
 
     path: str = "/"
     port: int | None = None  # None: the instance's listen port
@@ -110,7 +112,9 @@ async def check(action: ProbeAction, target: ProbeTarget, timeout_s: float) -> P
             try:
                 if isinstance(action, TcpSocket):
                     return ProbeResult(True, f"{what}: connected")
-                writer.write(f"GET {action.path} HTTP/1.1\r\nHost: {target.host}:{port}\r\n"
+                token = target.env.get(UPSTREAM_TOKEN_ENV)
+                proof = f"{UPSTREAM_TOKEN_HEADER}: {token}\r\n" if token else ""
+                writer.write(f"GET {action.path} HTTP/1.1\r\nHost: {target.host}:{port}\r\n{proof}"
                              "User-Agent: inferstack-probe\r\nConnection: close\r\n\r\n".encode())
                 status_line = await reader.readline()
             finally:
