@@ -141,10 +141,10 @@ def gateway_pids(data_dir: Path) -> list[int]:
     return sorted(found)
 
 
-def instance_pids(service: str, data_dir: Path | None = None) -> dict[str, int]:
-    """Live instance processes of a service, found in /proc by their environment: instance id → pid. With
-    `data_dir`, only those of that platform (their working directory is under it): other runs of the same test on
-    this machine use the same service keys."""
+def instance_pids(service: str, data_dir: Path) -> dict[str, int]:
+    """Live instance processes of a service, found in /proc by their environment: instance id → pid. Only those
+    of the platform of `data_dir` (their working directory is under it): other runs of the same test on this machine
+    use the same service keys, so a lookup by service alone would mix their processes in."""
     found: dict[str, int] = {}
     for pid in service_pids(service, data_dir):
         try:
@@ -157,22 +157,22 @@ def instance_pids(service: str, data_dir: Path | None = None) -> dict[str, int]:
     return found
 
 
-def service_pids(service: str, data_dir: Path | None = None) -> set[int]:
+def service_pids(service: str, data_dir: Path) -> set[int]:
     """Every live process carrying the service's instance environment (an instance and whatever it started)."""
     found: set[int] = set()
     needle = f"INFERSTACK_SERVICE={service}\0".encode()
-    root = str(Path(data_dir).resolve()) + os.sep if data_dir is not None else None
+    root = str(Path(data_dir).resolve()) + os.sep
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             raw = Path(f"/proc/{entry}/environ").read_bytes()
             stat = Path(f"/proc/{entry}/stat").read_text()
-            cwd = os.readlink(f"/proc/{entry}/cwd") if root is not None else ""
+            cwd = os.readlink(f"/proc/{entry}/cwd")
         except OSError:
             continue
         if ") Z " in stat or not (raw.startswith(needle) or b"\0" + needle in raw):
             continue
-        if root is None or (cwd + os.sep).startswith(root):
+        if (cwd + os.sep).startswith(root):
             found.add(int(entry))
     return found

@@ -40,18 +40,18 @@ def test_higher_priority_preempts_down_to_what_fits_and_the_preempted_come_back(
         assert "placement:" in shown and "low: 2 on q-four" in shown
         assert "low: 2 pending (Preempted) preempted by online/high (priority 7)" in shown
         assert ("high", "Preempting") in reasons(client, "online")
-        assert len(instance_pids("batch")) == 2 and len(instance_pids("online")) == 2
+        assert len(instance_pids("batch", tmp_path / "data")) == 2 and len(instance_pids("online", tmp_path / "data")) == 2
 
         # kill -9 the platform: the instances run on; restarted, it re-adopts them where they were placed and
         # starts nothing that does not fit.
-        running = {**instance_pids("batch"), **instance_pids("online")}
+        running = {**instance_pids("batch", tmp_path / "data"), **instance_pids("online", tmp_path / "data")}
         platform.kill()
         platform.start()
         client = platform.client()
         wait_ready(client, "online")
         until("the preempted pending again", lambda: role(client, "batch", "low").get("pending"))
         time.sleep(2)  # room for a wrong scheduler to start what does not fit
-        assert {**instance_pids("batch"), **instance_pids("online")} == running
+        assert {**instance_pids("batch", tmp_path / "data"), **instance_pids("online", tmp_path / "data")} == running
         assert [(p["count"], p["reason"]) for p in role(client, "batch", "low")["pending"]] == [(2, "Preempted")]
 
         client.delete_service("online")
@@ -77,6 +77,6 @@ def test_a_pay_as_you_go_quota_of_2_refuses_5_and_admits_2(tmp_path):
         two = echo_service("peak", [deployment("elastic", "q-quota", 2)])
         client.apply({"services": [two]})
         wait_ready(client, "peak")
-        assert len(instance_pids("peak")) == 2
+        assert len(instance_pids("peak", tmp_path / "data")) == 2
     finally:
         platform.stop()

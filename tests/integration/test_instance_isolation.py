@@ -83,7 +83,7 @@ def test_services_have_distinct_tokens(platform):
     from embedded_harness import instance_pids
 
     def token(service: str) -> str:
-        pid = next(iter(instance_pids(service).values()))
+        pid = next(iter(instance_pids(service, platform.data_dir).values()))
         raw = Path(f"/proc/{pid}/environ").read_bytes().decode()
         env = dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
         return env["INFERSTACK_UPSTREAM_TOKEN"]

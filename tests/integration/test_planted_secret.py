@@ -115,7 +115,7 @@ def test_a_planted_secret_is_on_no_surface_and_the_data_dir_is_private(tmp_path:
         # Something to find: the instance really runs with the (changed) secret in its environment.
         wait_ready(client, "vault")
         assert any(changed in Path(f"/proc/{pid}/environ").read_text(errors="replace")
-                   for pid in _instance_pids("vault"))
+                   for pid in _instance_pids("vault", data_dir))
 
         assert _holders(data_dir, needles) == [], "while running"
         assert any(p.name.endswith("-wal") for p in _files(data_dir)), "the WAL was looked at"
@@ -128,7 +128,7 @@ def test_a_planted_secret_is_on_no_surface_and_the_data_dir_is_private(tmp_path:
     assert _loose_modes(data_dir) == []
 
 
-def _instance_pids(service: str) -> list[int]:
+def _instance_pids(service: str, data_dir: Path) -> list[int]:
     from embedded_harness import instance_pids
 
-    return list(instance_pids(service).values())
+    return list(instance_pids(service, data_dir).values())

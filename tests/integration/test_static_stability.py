@@ -51,7 +51,7 @@ def test_platform_killed_under_load_for_10s_then_restarted_readopts_one_gateway_
     platform, url, headers = _serving_blue(data_dir)
     try:
         gateway_before = gateway_pids(data_dir)
-        instances_before = instance_pids("web")
+        instances_before = instance_pids("web", data_dir)
         assert len(gateway_before) == 1 and len(instances_before) == 3
 
         with Load(url, headers, timeout=5) as load:
@@ -74,7 +74,7 @@ def test_platform_killed_under_load_for_10s_then_restarted_readopts_one_gateway_
 
         # Re-adopted: the very gateway process (no second one), the same instances, the same URL.
         assert gateway_pids(data_dir) == gateway_before
-        assert instance_pids("web") == instances_before
+        assert instance_pids("web", data_dir) == instances_before
         assert client.get_service("web")["status"]["gateway_url"] == url
         assert client.request("GET", "/v1/gateway")["gateway"]["pid"] == gateway_before[0]
         events = client.request("GET", "/v1/events", params={"object": "platform/gateway"})["items"]
@@ -84,8 +84,8 @@ def test_platform_killed_under_load_for_10s_then_restarted_readopts_one_gateway_
         assert set(split(url, headers, 20)) == {"blue"}
         client.apply({"services": [_blue_green(0, 100)]})
         assert _wait_split(url, headers, {"green"})
-        assert instance_pids("web") == instances_before  # a weight change restarts nothing
+        assert instance_pids("web", data_dir) == instances_before  # a weight change restarts nothing
     finally:
         platform.stop()
-    assert gateway_pids(data_dir) == [] and instance_pids("web") == {}  # a deliberate stop stops the data plane
+    assert gateway_pids(data_dir) == [] and instance_pids("web", data_dir) == {}  # a deliberate stop stops the data plane
     assert not (data_dir / "gateway" / "record.json").exists()
