@@ -10,6 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field
 
+from . import yaml_text
 from .findings import Finding, Report, Severity
 from .inventory import Inventory
 from .kubernetes import KubernetesOptions, kubernetes_findings, route_claims, route_path_findings
@@ -95,24 +96,6 @@ def _yaml_error(source: str, text: str, exc: yaml.YAMLError) -> StackFileError:
     return StackFileError(source, problem, line + 1, column + 1, snippet, hint)
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML that rejects duplicate keys (a repeated key would silently override the first)."""
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, Any] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, f"found duplicate key '{key}'", key_node.start_mark)
-        seen[key] = True
-    return loader.construct_mapping(node, deep=deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 @dataclass
 class LoadedStack:
     """A parsed stack file: the model (None when it has field errors), every finding, and the YAML tree it came from
@@ -126,16 +109,12 @@ class LoadedStack:
 
 
 def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, yaml.Node | None]:
-    """The document's data and its node tree, from one parse (line numbers come from the same tree)."""
-    loader = _Loader(text)
+    """The document's data and its node tree, from one parse (line numbers come from the same tree; libyaml's C
+    parser when available — see `yaml_text`)."""
     try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
+        return yaml_text.parse(text)
     except yaml.YAMLError as exc:
         raise _yaml_error(source, text, exc) from exc
-    finally:
-        loader.dispose()
-    return data, root
 
 
 def load_text(text: str, source: str = "<string>", base_inventory: Inventory | None = None) -> LoadedStack:
@@ -273,4 +252,4 @@ def json_schema() -> dict[str, Any]:
 
 def dump_yaml(stack: StackFile, reveal_secrets: bool = False) -> str:
     data = stack.to_data() if reveal_secrets else stack.to_public()
-    return yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False, allow_unicode=True)
+    return yaml_text.dump(json.loads(json.dumps(data)))
