@@ -107,9 +107,17 @@ class SmoothWeightedRoundRobin(Generic[T]):
 
     Entries of weight 0 are never chosen. The state of a previous instance is carried over by key (rescaled to the
     new total weight), so a snapshot swap neither restarts the cycle nor distorts the new shares.
+
+    From the all-zero counters the algorithm returns to them after `total` picks, each entry picked exactly its
+    weight times. When `total` is small (`CYCLE_LIMIT`) that cycle is computed once, when the snapshot is built, and a
+    pick is a list index — no per-request loop. A carried-over state then continues at the cycle's position whose
+    counters are nearest to it (the very position when the weights did not change), so every cycle after a swap has
+    the exact new shares.
     """
 
-    __slots__ = ("current", "items", "keys", "total", "weights")
+    __slots__ = ("cycle", "items", "keys", "live", "position", "total", "weights")
+
+    CYCLE_LIMIT = 1024  # longest cycle kept as a list (integer weights summing to 100 give at most 100)
 
     def __init__(self, entries: Iterable[tuple[str, T, float]], previous: SmoothWeightedRoundRobin[Any] | None = None):
         kept = [(key, item, weight) for key, item, weight in entries if weight > 0]
@@ -117,33 +125,69 @@ class SmoothWeightedRoundRobin(Generic[T]):
         self.items = [item for _, item, _ in kept]
         self.weights = integer_weights([weight for _, _, weight in kept])
         self.total = sum(self.weights)
-        self.current = [0] * len(kept)
-        if previous is not None and previous.total and self.current:
+        start = [0] * len(kept)
+        if previous is not None and previous.total and start:
             old = dict(zip(previous.keys, previous.current))
             for i, key in enumerate(self.keys):
                 if key in old:
-                    self.current[i] = old[key] * self.total // previous.total
+                    start[i] = old[key] * self.total // previous.total
             # The algorithm keeps sum(current) == 0; restore it after dropping keys and rounding.
-            self.current[0] -= sum(self.current)
+            start[0] -= sum(start)
+        self.live = start  # the counters, stepped per pick when the cycle is not precomputed
+        self.position = 0  # the next pick's index in `cycle`
+        self.cycle: list[T | None] | None = None
+        if len(kept) <= 1:
+            self.cycle = [self.items[0] if kept else None]
+        elif self.total <= self.CYCLE_LIMIT:
+            self._precompute(start)
 
-    def next(self) -> T | None:
-        """The next item, or None when every weight is 0."""
+    def _precompute(self, carried: list[int]) -> None:
+        counters = [0] * len(self.weights)
+        states: list[tuple[int, ...]] = []
+        picks = []
+        for _ in range(self.total):
+            states.append(tuple(counters))
+            picks.append(self.items[self._step(counters)])
+        self.cycle = picks
+        if any(carried):
+            exact = {state: index for index, state in enumerate(states)}.get(tuple(carried))
+            self.position = exact if exact is not None else min(
+                range(len(states)), key=lambda i: sum(abs(a - b) for a, b in zip(states[i], carried)))
+
+    def _step(self, current: list[int]) -> int:
+        """One pick on `current` (updated in place): the index of the item picked."""
         weights = self.weights
-        n = len(weights)
-        if n <= 1:
-            return self.items[0] if n else None
-        current = self.current
         best = 0
         best_value = current[0] + weights[0]
         current[0] = best_value
-        for i in range(1, n):
+        for i in range(1, len(weights)):
             value = current[i] + weights[i]
             current[i] = value
             if value > best_value:
                 best = i
                 best_value = value
         current[best] = best_value - self.total
-        return self.items[best]
+        return best
+
+    def next(self) -> T | None:
+        """The next item, or None when every weight is 0."""
+        cycle = self.cycle
+        if cycle is not None:
+            position = self.position
+            self.position = position + 1 if position + 1 < len(cycle) else 0
+            return cycle[position]
+        return self.items[self._step(self.live)]
+
+    @property
+    def current(self) -> list[int]:
+        """The counters now (what a successor snapshot carries over)."""
+        if self.cycle is None:
+            return list(self.live)
+        current = [0] * len(self.weights)
+        if len(self.weights) > 1:
+            for _ in range(self.position):
+                self._step(current)
+        return current
 
     def shares(self) -> dict[str, float]:
         """Configured share of each key (0..1)."""
