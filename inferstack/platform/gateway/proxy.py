@@ -1,9 +1,12 @@
-"""The proxy: asyncio protocols with httptools parsers on both sides, pooled keep-alive upstream connections.
+"""The proxy's client side: one asyncio protocol per client connection, httptools parsing, routing, relaying.
 
-Hot-path rules (see architecture.md, "Performance notes for the gateway"): one protocol object per connection holds
-the state of its current request (no per-request objects beyond what parsing yields), everything is a callback (no
-per-request task; a task only to open a new upstream connection), and writes are gathered and flushed once per
-`data_received`.
+Hot-path rules (see architecture.md, "Performance notes for the gateway"; measured by bench/gateway_bench.py and
+bench/platform_bench.py): one protocol object per connection holds the state of its current request (no
+per-request objects beyond what parsing yields), everything is a callback (no per-request task; a task only to open
+a new upstream connection), each direction's bytes are joined and written once per read, a request header's kind
+is looked up once per spelling of its name, and the common case — a known header kind, a pooled connection, a
+response that arrives whole — takes the fewest calls. The instance side lives in `upstream.py`, mirroring in
+`mirror.py`.
 
 A client connection serves one exchange at a time. Pipelined requests are parsed ahead, and their parser events are
 held back (`deferred`) and replayed when the current response is complete.
@@ -13,41 +16,32 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from bisect import bisect_left
-from http import HTTPStatus
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from httptools import (
-    HttpParserCallbackError,
-    HttpParserError,
-    HttpParserUpgrade,
-    HttpRequestParser,
-    HttpResponseParser,
-)
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from inferstack import images
 from inferstack.openai_errors import error_body
 
-from .metrics import CLIENT_ABORT, CONNECT, LATENCY_BUCKETS, MIRROR, TIMEOUT, UNAVAILABLE, UPSTREAM, RouteStats
+from .metrics import CLIENT_ABORT, CONNECT, LATENCY_BUCKETS, TIMEOUT, UNAVAILABLE, UPSTREAM, RouteStats
+from .mirror import MirrorCopy
 from .routing import Instance, RoutingError, RoutingTable
+from .upstream import InstancePool, UpstreamConnection
+from .wire import CHUNKED, CONTINUE, HEAD_END, LAST_CHUNK, NO_BODY, RAW, STATUS_LINES, log_if_ours, status_line
 
 if TYPE_CHECKING:
     from .access import AccessPolicy
     from .routing import ServiceRouter
 
-log = logging.getLogger("inferstack.gateway")
-
-IDLE_POOL_SIZE = 128
-IDLE_MAX_AGE_S = 4.0  # below the common 5 s keep-alive of servers, so an idle socket is never reused as it closes
 BUFFER_LIMIT = 256 * 1024  # request bytes held while the upstream connection is being opened
-MIRROR_BUFFER_LIMIT = 1024 * 1024
 
 # The instances answer only requests that carry their service's token (see ServiceEntry.upstream).
 UPSTREAM_TOKEN_HEADER = images.UPSTREAM_TOKEN_HEADER.encode()
-# Kinds of request headers that need more than forwarding.
-_AUTH, _HOP, _EXPECT, _XFF, _TRANSFER = range(5)
+
+# Kinds of request headers: forwarded as they are, or needing more.
+_PLAIN, _AUTH, _HOP, _EXPECT, _XFF, _TRANSFER = range(6)
 _REQUEST_SPECIAL = {
     b"authorization": _AUTH,
     b"connection": _HOP,
@@ -61,28 +55,18 @@ _REQUEST_SPECIAL = {
     b"transfer-encoding": _TRANSFER,
     UPSTREAM_TOKEN_HEADER.lower(): _HOP,  # a client's is dropped: only the gateway's own reaches the instance
 }
-# Kinds of response headers that need more than forwarding.
-_LENGTH, _CHUNKED_BODY, _DROP = range(3)
-_RESPONSE_SPECIAL = {
-    b"content-length": _LENGTH,
-    b"transfer-encoding": _CHUNKED_BODY,  # dropped: the body is re-framed for the client
-    b"connection": _DROP,
-    b"keep-alive": _DROP,
-    b"proxy-connection": _DROP,
-    b"te": _DROP,
-    b"trailer": _DROP,
-    b"upgrade": _DROP,
-    b"x-inferstack-deployment": _DROP,
-    b"x-inferstack-instance": _DROP,
-}
-# How the response body is framed towards the client.
-_NO_BODY, _RAW, _CHUNKED = range(3)
+# Header name as the client spelled it -> (kind, lower-cased name). Clients use a handful of spellings, so this
+# saves a lower() and a lookup per header; bounded so that odd spellings cannot grow it without end.
+_HEADER_KINDS: dict[bytes, tuple[int, bytes]] = {}
+_HEADER_KINDS_LIMIT = 4096
 
-# Reason phrases are the canonical ones: they carry no meaning (RFC 9112 4) and reading the upstream's would cost a
-# parser callback per response.
-_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
+
+def _header_kind(name: bytes) -> tuple[int, bytes]:
+    lname = name.lower()
+    found = (_REQUEST_SPECIAL.get(lname, _PLAIN), lname)
+    if len(_HEADER_KINDS) < _HEADER_KINDS_LIMIT:
+        _HEADER_KINDS[name] = found
+    return found
 
 
 class ServiceEntry:
@@ -96,9 +80,9 @@ class ServiceEntry:
         self.router = router
         self.access = access
         self.stats = stats  # answers of the gateway itself (no deployment chosen)
-        # The header line that proves a request came through the gateway, added to every upstream request head
+        # The header piece that proves a request came through the gateway, added to every upstream request head
         # (mirror copies and retries reuse the head: one token per service, so it fits every instance of it).
-        self.upstream = UPSTREAM_TOKEN_HEADER + b": " + upstream_token.encode() + b"\r\n" if upstream_token else b""
+        self.upstream = b"\r\n" + UPSTREAM_TOKEN_HEADER + b": " + upstream_token.encode() if upstream_token else b""
 
 
 class ProxyState:
@@ -124,233 +108,16 @@ def error_response(
     body = json.dumps(fields).encode()
     return b"".join(
         [
-            _STATUS_LINES[status],
-            b"Content-Type: application/json\r\n",
-            b"Content-Length: %d\r\n" % len(body),
-            b"X-Inferstack-Deployment: %s\r\n" % (deployment or "-").encode(),
-            b"X-Inferstack-Instance: %s\r\n" % (instance or "-").encode(),
-            b"Connection: close\r\n" if close else b"",
-            b"\r\n",
+            status_line(status),
+            b"\r\nContent-Type: application/json",
+            b"\r\nContent-Length: %d" % len(body),
+            b"\r\nX-Inferstack-Deployment: %s" % (deployment or "-").encode(),
+            b"\r\nX-Inferstack-Instance: %s" % (instance or "-").encode(),
+            b"\r\nConnection: close" if close else b"",
+            HEAD_END,
             body,
         ]
     )
-
-
-def _log_if_ours(exc: HttpParserError) -> None:
-    """A callback of ours failed inside the parser: a bug, not bad input; keep serving but say so."""
-    if isinstance(exc, HttpParserCallbackError):
-        log.error("proxy callback failed", exc_info=exc.__context__ or exc)
-
-
-class InstancePool:
-    """Idle keep-alive connections to one instance (LIFO, bounded), and the opening of new ones."""
-
-    __slots__ = ("closed", "idle", "instance", "loop", "tag")
-
-    def __init__(self, instance: Instance, loop: asyncio.AbstractEventLoop) -> None:
-        self.instance = instance
-        self.loop = loop
-        self.idle: list[UpstreamConnection] = []
-        self.closed = False
-        # Ends every response head this instance answers.
-        self.tag = b"X-Inferstack-Deployment: %s\r\nX-Inferstack-Instance: %s\r\n\r\n" % (
-            instance.deployment.encode(),
-            instance.id.encode(),
-        )
-
-    def acquire(self, now: float) -> UpstreamConnection | None:
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if conn.transport.is_closing() or now - conn.idle_since > IDLE_MAX_AGE_S:
-                conn.transport.close()
-                continue
-            return conn
-        return None
-
-    def release(self, conn: UpstreamConnection, now: float) -> None:
-        conn.client = None
-        if self.closed or len(self.idle) >= IDLE_POOL_SIZE or conn.transport.is_closing():
-            conn.transport.close()
-            return
-        if conn.reading_paused:
-            conn.reading_paused = False
-            conn.transport.resume_reading()
-        conn.idle_since = now
-        self.idle.append(conn)
-
-    def discard(self, conn: UpstreamConnection) -> None:
-        if conn in self.idle:
-            self.idle.remove(conn)
-
-    def open(self, conn: UpstreamConnection) -> None:
-        """Open `conn` in the background; the outcome arrives as connection_made or connect_failed."""
-        self.loop.create_task(self._open(conn))
-
-    async def _open(self, conn: UpstreamConnection) -> None:
-        try:
-            await self.loop.create_connection(lambda: conn, self.instance.host, self.instance.port)
-        except OSError as exc:
-            conn.connect_failed(exc)
-
-    def close_aged(self, now: float) -> None:
-        keep = []
-        for conn in self.idle:
-            if now - conn.idle_since > IDLE_MAX_AGE_S:
-                conn.transport.close()
-            else:
-                keep.append(conn)
-        self.idle[:] = keep
-
-    def close(self) -> None:
-        """The instance left the snapshot: no more reuse; connections in use close when their exchange ends."""
-        self.closed = True
-        for conn in self.idle:
-            conn.transport.close()
-        self.idle.clear()
-
-
-class UpstreamConnection(asyncio.Protocol):
-    """One keep-alive connection to an instance; parses responses and hands them to its current client."""
-
-    def __init__(self, pool: InstancePool) -> None:
-        self.pool = pool
-        self.transport: Any = None
-        self.parser = HttpResponseParser(self)
-        self.client: Any = None  # a ClientConnection or a MirrorCopy while an exchange uses this connection
-        self.idle_since = 0.0
-        self.reading_paused = False
-        self.out: list[bytes] = []  # response bytes for the client, flushed after each read
-        self.framing = _NO_BODY  # how the body goes into `out`; the client decides at the response head
-        self.length_known = False
-        self.chunked = False
-        self.head_done = False
-        self.done = False
-        self.interim = False
-        self.keep_alive = False
-        self.no_body = False  # the request was HEAD: the response has no body whatever its headers say
-
-    # -- asyncio.Protocol
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        client = self.client
-        if client is None:
-            self.pool.release(self, monotonic())
-        else:
-            client.upstream_connected(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.pool.discard(self)
-        client = self.client
-        if client is not None:
-            self.client = None
-            client.upstream_lost(self)
-
-    def connect_failed(self, exc: OSError) -> None:
-        client = self.client
-        self.client = None
-        if client is not None:
-            client.upstream_connect_failed(self, exc)
-
-    def data_received(self, data: bytes) -> None:
-        client = self.client
-        if client is None:  # nothing was asked: the connection is out of step
-            self.transport.close()
-            return
-        try:
-            self.parser.feed_data(data)
-        except HttpParserError as exc:
-            _log_if_ours(exc)
-            self.client = None
-            self.transport.close()
-            client.upstream_lost(self)
-            return
-        client.response_data(self)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def pause_writing(self) -> None:
-        if self.client is not None:
-            self.client.upstream_pause_writing()
-
-    def resume_writing(self) -> None:
-        if self.client is not None:
-            self.client.upstream_resume_writing()
-
-    # -- exchange
-
-    def attach(self, client: Any, no_body: bool) -> None:
-        """Start an exchange on this connection (replaces an on_message_begin callback per response)."""
-        self.client = client
-        self.no_body = no_body
-        self.out = [b""]  # [0] becomes the status line
-        self.framing = _NO_BODY
-        self.length_known = self.chunked = self.head_done = self.done = self.interim = False
-
-    def pause_reading(self) -> None:
-        if not self.reading_paused and self.transport is not None:
-            self.reading_paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.reading_paused:
-            self.reading_paused = False
-            self.transport.resume_reading()
-
-    def reusable(self) -> bool:
-        return self.done and self.keep_alive and not self.no_body
-
-    def ended_by_close(self) -> bool:
-        """At connection loss: True when that loss is the end of a read-until-close body (the response is whole)."""
-        if self.head_done and not self.done and not (self.length_known or self.chunked or self.no_body):
-            self.done = True
-            if self.framing == _CHUNKED:
-                self.out.append(_LAST_CHUNK)
-            return True
-        return False
-
-    # -- httptools callbacks
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        kind = _RESPONSE_SPECIAL.get(name.lower())
-        if kind is None:
-            self.out += (name, b": ", value, b"\r\n")
-        elif kind == _LENGTH:
-            self.length_known = True
-            self.out += (name, b": ", value, b"\r\n")
-        elif kind == _CHUNKED_BODY:
-            self.chunked = True
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if status < 200:
-            # 100 Continue and friends: the client got its own 100 from the gateway; the real answer follows.
-            self.interim = True
-            self.out = [b""]
-            self.length_known = self.chunked = False
-            return
-        self.head_done = True
-        self.keep_alive = self.parser.should_keep_alive()  # only meaningful before the message completes
-        self.client.response_head(self, status)
-        if self.no_body:
-            self.done = True
-
-    def on_body(self, data: bytes) -> None:
-        framing = self.framing
-        if framing == _RAW:
-            self.out.append(data)
-        elif framing == _CHUNKED:
-            self.out += (b"%x\r\n" % len(data), data, b"\r\n")
-
-    def on_message_complete(self) -> None:
-        if self.interim:
-            self.interim = False
-            return
-        self.done = True
-        if self.framing == _CHUNKED:
-            self.out.append(_LAST_CHUNK)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -391,13 +158,11 @@ class ClientConnection(asyncio.Protocol):
         self.obuf: list[bytes] = []
         self.status = 0
         self.t0 = 0.0
-        self._reset()
-
-    def _reset(self) -> None:
-        """Per-request fields that are read before the request sets them."""
+        # Per-request fields that are read before the request sets them (reset by _finish).
         self.url = b""
         self.picked: dict[bytes, bytes] | None = None
         self.authorization: bytes | None = None
+        self.unusual = False  # a header set one of the fields below (cleared only then: the common request sets none)
         self.xff_in: bytes | None = None
         self.expect_continue = False
         self.keep_alive_asked = False
@@ -417,7 +182,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
         self.peer_ip_bytes = self.peer_ip.encode()
-        self.xff_line = b"X-Forwarded-For: " + self.peer_ip_bytes + b"\r\n"
+        self.xff_line = b"\r\nX-Forwarded-For: " + self.peer_ip_bytes
         self.last_active = monotonic()
         self.gateway.connections.add(self)
         self.listener.connections.add(self)
@@ -439,7 +204,7 @@ class ClientConnection(asyncio.Protocol):
         except HttpParserUpgrade:
             self.keep_alive = False  # protocol upgrades are not relayed; the plain answer ends the connection
         except HttpParserError as exc:
-            _log_if_ours(exc)
+            log_if_ours(exc)
             if self.closing:
                 return
             if self.busy and (self.response_started or self.request_done):
@@ -453,6 +218,7 @@ class ClientConnection(asyncio.Protocol):
         if self.upstream_ready and self.obuf:
             self.upstream.transport.write(b"".join(self.obuf))  # type: ignore[union-attr]
             self.obuf = []
+            self.obuf_size = 0
 
     def eof_received(self) -> bool:
         # Like nginx (without proxy_ignore_client_abort): a client that hangs up abandons its request, and the
@@ -486,17 +252,17 @@ class ClientConnection(asyncio.Protocol):
         entry = self.entry = self.gateway.state.services.get(self.service_key)
         if entry is not None:
             self.watched = entry.router.watched
-        self.hparts = [b"", b" ", b"", b" HTTP/1.1\r\n"]
+        self.hparts = [b"", b" ", b"", b" HTTP/1.1"]
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.deferred is not None:
             self._defer(self.on_header, (name, value))
             return
-        lname = name.lower()
-        kind = _REQUEST_SPECIAL.get(lname)
-        if kind is None:
-            self.hparts += (name, b": ", value, b"\r\n")
+        kind, lname = _HEADER_KINDS.get(name) or _header_kind(name)
+        if kind == _PLAIN:
+            self.hparts += (b"\r\n", name, b": ", value)
             if lname in self.watched:
+                self.unusual = True
                 if self.picked is None:
                     self.picked = {lname: value}
                 else:
@@ -504,17 +270,19 @@ class ClientConnection(asyncio.Protocol):
         elif kind == _AUTH:
             self.authorization = value
             if self.entry is None or not self.entry.access.needs_key:
-                self.hparts += (name, b": ", value, b"\r\n")
-        elif kind == _TRANSFER:
-            self.chunked_in = True
-            self.hparts += (name, b": ", value, b"\r\n")
-        elif kind == _XFF:
-            self.xff_in = value if self.xff_in is None else self.xff_in + b", " + value
-        elif kind == _HOP:
-            if lname == b"connection" and b"keep-alive" in value.lower():
-                self.keep_alive_asked = True
-        elif kind == _EXPECT:
-            self.expect_continue = value.lower() == b"100-continue"
+                self.hparts += (b"\r\n", name, b": ", value)
+        else:
+            self.unusual = True
+            if kind == _TRANSFER:
+                self.chunked_in = True
+                self.hparts += (b"\r\n", name, b": ", value)
+            elif kind == _XFF:
+                self.xff_in = value if self.xff_in is None else self.xff_in + b", " + value
+            elif kind == _HOP:
+                if lname == b"connection" and b"keep-alive" in value.lower():
+                    self.keep_alive_asked = True
+            elif kind == _EXPECT:
+                self.expect_continue = value.lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
         if self.deferred is not None:
@@ -543,8 +311,9 @@ class ClientConnection(asyncio.Protocol):
             self.allowed_by = access
             self.allowed_key = self.authorization
         router = entry.router
+        t0 = self.t0
         try:
-            instance = router.route(self.picked, self.t0)
+            instance = router.route(self.picked, t0)
         except RoutingError as exc:
             self._answer(exc.status, exc.message, exc.code, exc.deployment)
             return
@@ -552,21 +321,21 @@ class ClientConnection(asyncio.Protocol):
         hparts[0] = method
         hparts[2] = self.url
         if self.xff_in is None:
-            hparts.append(self.xff_line)
+            hparts += (self.xff_line, entry.upstream, HEAD_END)
         else:
-            hparts += (b"X-Forwarded-For: ", self.xff_in, b", ", self.peer_ip_bytes, b"\r\n")
-        hparts += (entry.upstream, b"\r\n")
+            hparts += (b"\r\nX-Forwarded-For: ", self.xff_in, b", ", self.peer_ip_bytes, entry.upstream, HEAD_END)
         self.obuf = hparts
         if self.expect_continue:
             self.expect_continue = False  # from here on: the client is not waiting for a 100 any more
-            self.transport.write(_CONTINUE)
+            self.transport.write(CONTINUE)
         timeout = self.timeout_s = router.timeout_s
-        deadline = self.deadline = self.t0 + timeout
+        deadline = self.deadline = t0 + timeout
         if self.timer is None or deadline < self.timer_at:
             self._arm(deadline)
         if router.mirror is not None:
-            target = router.mirror_target(instance, self.t0)
+            target = router.mirror_target(instance, t0)
             if target is not None:
+                self.unusual = True
                 self.mirror = MirrorCopy(self, target, list(hparts), timeout)
         self._dispatch(instance)
 
@@ -584,6 +353,7 @@ class ClientConnection(asyncio.Protocol):
             self.mirror.send(parts)
         self.obuf += parts
         if not self.upstream_ready:
+            self.unusual = True
             self.obuf_size += len(data)
             if self.obuf_size > BUFFER_LIMIT and not self.paused_for_upstream:
                 self.paused_for_upstream = True
@@ -598,9 +368,9 @@ class ClientConnection(asyncio.Protocol):
             self._finish()
             return
         if self.chunked_in:
-            self.obuf.append(_LAST_CHUNK)
+            self.obuf.append(LAST_CHUNK)
             if self.mirror is not None:
-                self.mirror.send((_LAST_CHUNK,))
+                self.mirror.send((LAST_CHUNK,))
         if self.mirror is not None:
             self.mirror.request_complete()
 
@@ -675,24 +445,22 @@ class ClientConnection(asyncio.Protocol):
 
     def _dispatch(self, instance: Instance) -> None:
         self.instance = instance
-        stats = instance.stats
         instance.in_flight += 1
-        stats.in_flight += 1
+        instance.stats.in_flight += 1
         pool: InstancePool = instance.upstream
-        if pool.idle:
-            conn = pool.acquire(self.t0)
-            if conn is not None:
-                conn.attach(self, self.is_head)
-                self.upstream = conn
-                self.upstream_ready = True  # the request is flushed at the end of this read from the client
-                if self.writing_paused:
-                    conn.pause_reading()
-                return
-        conn = UpstreamConnection(pool)
+        conn = pool.acquire(self.t0) if pool.idle else None
+        if conn is None:
+            conn = UpstreamConnection(pool)
+            conn.attach(self, self.is_head)
+            self.upstream = conn
+            self.upstream_ready = False
+            pool.open(conn)
+            return
         conn.attach(self, self.is_head)
         self.upstream = conn
-        self.upstream_ready = False
-        pool.open(conn)
+        self.upstream_ready = True  # the request is flushed at the end of this read from the client
+        if self.writing_paused:
+            conn.pause_reading()
 
     def _flush_upstream(self) -> None:
         self.upstream.transport.write(b"".join(self.obuf))  # type: ignore[union-attr]
@@ -716,6 +484,7 @@ class ClientConnection(asyncio.Protocol):
         instance.stats.errors[CONNECT] += 1
         self.upstream = None
         router = self.entry.router
+        self.unusual = True
         tried = self.tried = (self.tried or []) + [instance]
         if len(tried) <= router.retries:
             retry = router.retry_instance(instance, tried, self.picked, monotonic())
@@ -763,21 +532,21 @@ class ClientConnection(asyncio.Protocol):
         self.status = status
         self.response_started = True
         out = conn.out
-        out[0] = _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
+        out[0] = STATUS_LINES.get(status) or status_line(status)
         if self.is_head or status == 204 or status == 304:
-            conn.framing = _NO_BODY
+            conn.framing = NO_BODY
         elif conn.length_known:
-            conn.framing = _RAW
+            conn.framing = RAW
         elif self.parser.get_http_version() == "1.1":
-            conn.framing = _CHUNKED
-            out.append(b"Transfer-Encoding: chunked\r\n")
+            conn.framing = CHUNKED
+            out.append(b"\r\nTransfer-Encoding: chunked")
         else:
-            conn.framing = _RAW  # an HTTP/1.0 client reads until the connection closes
+            conn.framing = RAW  # an HTTP/1.0 client reads until the connection closes
             self.keep_alive = False
         if not self.keep_alive:
-            out.append(b"Connection: close\r\n")
+            out.append(b"\r\nConnection: close")
         elif self.keep_alive_asked and self.parser.get_http_version() == "1.0":
-            out.append(b"Connection: keep-alive\r\n")
+            out.append(b"\r\nConnection: keep-alive")
         out.append(conn.pool.tag)
 
     def response_data(self, conn: UpstreamConnection) -> None:
@@ -786,12 +555,10 @@ class ClientConnection(asyncio.Protocol):
         if out:
             self.transport.write(b"".join(out))
             out.clear()
-        if conn.done:
-            self._response_complete(conn)
-        else:
+        if not conn.done:
             self.last_active = monotonic()
-
-    def _response_complete(self, conn: UpstreamConnection) -> None:
+            return
+        # The exchange is complete on the upstream side.
         now = monotonic()
         self.response_done = True
         self.deadline = 0.0
@@ -799,7 +566,8 @@ class ClientConnection(asyncio.Protocol):
         assert instance is not None
         stats = instance.stats
         elapsed = now - self.t0
-        stats.codes[self.status // 100 if self.status < 600 else 0] += 1
+        status = self.status
+        stats.codes[status // 100 if status < 600 else 0] += 1
         stats.buckets[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
         stats.latency_sum += elapsed
         instance.in_flight -= 1
@@ -881,7 +649,19 @@ class ClientConnection(asyncio.Protocol):
         """The exchange is over on both sides: next request, or close."""
         if self.mirror is not None and not self.request_done:
             self.mirror.abort()
-        self._reset()
+        # Back to the per-request defaults of __init__.
+        self.url = b""
+        self.authorization = None
+        self.upstream_ready = False
+        self.request_done = self.response_started = self.response_done = False
+        if self.unusual:
+            self.unusual = False
+            self.picked = None
+            self.xff_in = None
+            self.expect_continue = self.keep_alive_asked = self.chunked_in = False
+            self.tried = None
+            self.mirror = None
+            self.obuf_size = 0
         self.busy = False
         self.last_active = now or monotonic()
         if not self.keep_alive or self.listener.closed or self.gateway.draining:
@@ -913,113 +693,5 @@ class ClientConnection(asyncio.Protocol):
             self._close()
 
 
-class MirrorCopy:
-    """Sends a copy of one request to a mirror instance and discards the answer.
-
-    It never slows the main exchange: bytes it cannot send promptly are dropped together with the copy.
-    """
-
-    __slots__ = ("aborted", "conn", "instance", "loop", "obuf", "ready", "request_done", "size", "status", "timer")
-
-    def __init__(self, client: ClientConnection, instance: Instance, head: list[bytes], timeout_s: float) -> None:
-        self.loop = client.loop
-        self.instance = instance
-        self.obuf = head
-        self.size = 0
-        self.ready = False
-        self.request_done = False
-        self.status = 0
-        self.aborted = False
-        instance.in_flight += 1
-        instance.stats.in_flight += 1
-        self.timer = self.loop.call_later(timeout_s, self.abort)
-        pool: InstancePool = instance.upstream
-        conn = pool.acquire(monotonic())
-        if conn is None:
-            conn = UpstreamConnection(pool)
-            conn.attach(self, client.is_head)
-            self.conn = conn
-            pool.open(conn)
-        else:
-            conn.attach(self, client.is_head)
-            self.conn = conn
-            self.upstream_connected(conn)
-
-    def send(self, parts: tuple[bytes, ...]) -> None:
-        if self.aborted:
-            return
-        if self.ready:
-            transport = self.conn.transport
-            if transport.get_write_buffer_size() > MIRROR_BUFFER_LIMIT:
-                self.abort()
-            else:
-                transport.writelines(parts)
-            return
-        self.obuf += parts
-        self.size += sum(len(p) for p in parts)
-        if self.size > MIRROR_BUFFER_LIMIT:
-            self.abort()
-
-    def request_complete(self) -> None:
-        self.request_done = True
-
-    def _end(self, failed: bool) -> None:
-        if self.aborted:
-            return
-        self.aborted = True
-        self.timer.cancel()
-        self.instance.in_flight -= 1
-        stats = self.instance.stats
-        stats.in_flight -= 1
-        if failed:
-            stats.errors[MIRROR] += 1
-        else:
-            stats.mirrored[self.status // 100 if 100 <= self.status < 600 else 0] += 1
-
-    def abort(self) -> None:
-        if not self.aborted:
-            self._end(failed=True)
-            self.conn.client = None
-            if self.conn.transport is not None:
-                self.conn.transport.close()
-
-    # -- the UpstreamConnection's client interface
-
-    def upstream_connected(self, conn: UpstreamConnection) -> None:
-        if self.aborted:
-            conn.client = None
-            conn.pool.release(conn, monotonic())
-            return
-        self.ready = True
-        conn.transport.writelines(self.obuf)
-        self.obuf = []
-
-    def upstream_connect_failed(self, conn: UpstreamConnection, exc: OSError) -> None:
-        self._end(failed=True)
-
-    def upstream_lost(self, conn: UpstreamConnection) -> None:
-        if conn.ended_by_close():
-            self.response_data(conn)
-            return
-        self._end(failed=True)
-
-    def upstream_pause_writing(self) -> None:
-        pass  # send() sees the buffer grow and gives up on the copy
-
-    def upstream_resume_writing(self) -> None:
-        pass
-
-    def response_head(self, conn: UpstreamConnection, status: int) -> None:
-        self.status = status
-        conn.framing = _NO_BODY  # the body is read and dropped
-
-    def response_data(self, conn: UpstreamConnection) -> None:
-        conn.out.clear()
-        if not conn.done:
-            return
-        self._end(failed=False)
-        if self.request_done and conn.reusable():
-            conn.pool.release(conn, monotonic())
-        else:
-            conn.client = None
-            conn.transport.close()
+__all__ = ["BUFFER_LIMIT", "ClientConnection", "InstancePool", "ProxyState", "ServiceEntry", "UpstreamConnection",
+           "error_response"]

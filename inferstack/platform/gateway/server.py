@@ -10,9 +10,10 @@ from typing import Any
 
 from .access import AccessPolicy
 from .metrics import GatewayMetrics, RouteStats
-from .proxy import ClientConnection, InstancePool, ProxyState, ServiceEntry
+from .proxy import ClientConnection, ProxyState, ServiceEntry
 from .routing import Instance, RoutingTable
 from .snapshot import Snapshot
+from .upstream import InstancePool
 
 log = logging.getLogger("inferstack.gateway")
 
