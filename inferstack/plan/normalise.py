@@ -70,6 +70,9 @@ class Keyed(dict):
 
 def numbers(value: Any) -> Any:
     """`value` with every integral float made an int, recursively (3.0 and 3 compare and render alike)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:  # most of the leaves: answered first
+        return value
     if isinstance(value, float):
         return int(value) if value.is_integer() else value
     if isinstance(value, dict):

@@ -118,9 +118,13 @@ def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, yaml.Node | No
 
 
 def load_text(text: str, source: str = "<string>", base_inventory: Inventory | None = None) -> LoadedStack:
-    """Parse YAML text into a stack and validate it; findings carry line numbers where they can."""
-    data, root = parse_yaml(text, source)
-    loaded = validate_stack(data, source, base_inventory)
+    """Parse YAML text into a stack and validate it; findings carry line numbers where they can.
+
+    The garbage collector is paused meanwhile: the tree, the data and the models are acyclic, and collections that
+    rescan the parsed tree over and over made validating a large file several times slower than the work itself."""
+    with yaml_text.paused_gc():
+        data, root = parse_yaml(text, source)
+        loaded = validate_stack(data, source, base_inventory)
     loaded.report.findings = [_with_line(f, root) for f in loaded.report.findings]
     loaded.root = root
     return loaded

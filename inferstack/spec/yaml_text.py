@@ -172,20 +172,58 @@ def parse(text: str) -> tuple[Any, Node | None]:
         return _parse_with(PyLoader, text, fast=True)
 
 
-if WITH_LIBYAML:
-
-    class _CDumper(yaml.CSafeDumper):  # type: ignore[name-defined,misc]
-        """Plain YAML on libyaml's emitter: no anchors or aliases, whatever the data shares."""
-
-        def ignore_aliases(self, data: Any) -> bool:
-            return True
+# (scalar text, implicit flags) -> the tag the safe resolver gives it: the same for every dump, so shared; bounded.
+_DUMP_TAGS: dict[tuple[str, tuple[bool, bool]], str] = {}
+_DUMP_TAGS_LIMIT = 1 << 16
 
 
-class _PyDumper(yaml.SafeDumper):
-    """Plain YAML: no anchors or aliases, whatever the data shares."""
+class _FastDumping:
+    """For the dumpers below: plain data (dict, list, str, int, bool, None) represented without PyYAML's generic
+    dispatch (type lookups, alias bookkeeping), and scalar tags resolved once per (text, implicit) for all dumps —
+    the emitter asks twice per scalar. The nodes are the ones SafeRepresenter builds with `sort_keys=False`,
+    `default_flow_style=False`; anything else (floats, other types) goes through SafeRepresenter."""
 
     def ignore_aliases(self, data: Any) -> bool:
-        return True
+        return True  # plain YAML: no anchors or aliases, whatever the data shares
+
+    def represent_data(self, data: Any) -> Node:
+        kind = type(data)
+        if kind is str:
+            return ScalarNode(_STR, data)
+        if kind is dict:
+            represent = self.represent_data
+            return MappingNode(_MAP, [(represent(k), represent(v)) for k, v in data.items()], flow_style=False)
+        if kind is list:
+            represent = self.represent_data
+            return SequenceNode(_SEQ, [represent(item) for item in data], flow_style=False)
+        if kind is bool:
+            return ScalarNode("tag:yaml.org,2002:bool", "true" if data else "false")
+        if kind is int:
+            return ScalarNode("tag:yaml.org,2002:int", str(data))
+        if data is None:
+            return ScalarNode("tag:yaml.org,2002:null", "null")
+        return super().represent_data(data)  # type: ignore[misc]
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is not ScalarNode:
+            return super().resolve(kind, value, implicit)  # type: ignore[misc]
+        key = (value, implicit)
+        tag = _DUMP_TAGS.get(key)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)  # type: ignore[misc]
+            if len(_DUMP_TAGS) < _DUMP_TAGS_LIMIT:
+                _DUMP_TAGS[key] = tag
+        return tag
+
+
+if WITH_LIBYAML:
+
+    class _CDumper(_FastDumping, yaml.CSafeDumper):  # type: ignore[name-defined,misc]
+        """Plain YAML on libyaml's emitter."""
+
+
+class _PyDumper(_FastDumping, yaml.SafeDumper):
+    """Plain YAML on PyYAML's emitter."""
 
 
 def dump(data: Any, *, width: int = 80) -> str:

@@ -29,9 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
-from ...spec import ComputeSpec, Deployment, Queue, Service, StackFile
+from ...spec import ComputeSpec, Deployment, Queue, Service, StackFile, yaml_text
 from ...spec.kubernetes import is_multi_role
 from .autoscaling import autoscaler
 from .context import Context, RenderError, RenderOptions, metadata
@@ -55,7 +53,8 @@ class RenderResult:
 
     def files(self) -> list[tuple[str, str]]:
         """(file name, YAML text) per object, in order."""
-        return [(file_name(obj), to_yaml(obj)) for obj in self.objects]
+        with yaml_text.paused_gc():  # acyclic throughout; collections would rescan every object built so far
+            return [(file_name(obj), to_yaml(obj)) for obj in self.objects]
 
     def to_documents(self) -> str:
         """All objects as one multi-document YAML stream, each headed by its file name."""
@@ -68,10 +67,11 @@ def render(stack: StackFile, options: RenderOptions | None = None) -> RenderResu
     """Every object of every service of `stack` (and the cluster-wide ones with `cluster_bootstrap`)."""
     ctx = Context.of(stack, options)
     objects: list[dict[str, Any]] = []
-    for svc in stack.services:
-        objects += _service_objects(svc, ctx)
-    objects += cluster_objects(stack, options)
-    return RenderResult(_ordered(objects), ctx.warnings)
+    with yaml_text.paused_gc():  # plain acyclic dicts: collections meanwhile made rendering superlinear
+        for svc in stack.services:
+            objects += _service_objects(svc, ctx)
+        objects += cluster_objects(stack, options)
+        return RenderResult(_ordered(objects), ctx.warnings)
 
 
 def render_service(service: Service, stack: StackFile, options: RenderOptions | None = None) -> RenderResult:
@@ -94,16 +94,10 @@ def file_name(obj: dict[str, Any]) -> str:
     return f"{KIND_ORDER.index(obj['kind']):02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
 
 
-class _Dumper(yaml.SafeDumper):
-    """Plain YAML: no anchors or aliases, whatever the dicts share."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
 def to_yaml(obj: dict[str, Any]) -> str:
-    """One object as YAML, keys in the order rendered (byte-identical for equal objects)."""
-    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=4096)
+    """One object as YAML, keys in the order rendered, no anchors or aliases (byte-identical for equal objects;
+    libyaml's emitter when available, see `spec.yaml_text.dump`)."""
+    return yaml_text.dump(obj, width=4096)
 
 
 def _ordered(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
