@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 
 from .app import EXIT_NOT_READY, app, console
@@ -21,6 +20,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
 
 
 def _split(url: str, key: str, requests: int) -> Counter:
+    import httpx
+
     counts: Counter = Counter()
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
         for i in range(requests):
@@ -28,6 +29,13 @@ def _split(url: str, key: str, requests: int) -> Counter:
             answer.raise_for_status()
             counts[answer.headers["x-inferstack-deployment"]] += 1
     return counts
+
+
+def _predict(url: str, key: str) -> dict:
+    import httpx
+
+    return httpx.post(f"{url}/v1/predict", json={"input": "hello"}, headers={"Authorization": f"Bearer {key}"},
+                      timeout=10).json()
 
 
 def _show(title: str, counts: Counter, weights: dict[str, float]) -> None:
@@ -78,8 +86,7 @@ def demo(
                 traffic = client.get_traffic(svc)["spec"]
                 console.print(f"[bold]3.[/bold] {requests} requests to service {svc} at {url}", highlight=False)
                 _show(f"{svc}: observed split", _split(url, key, requests), traffic.get("weights") or {})
-                sample = httpx.post(f"{url}/v1/predict", json={"input": "hello"},
-                                    headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+                sample = _predict(url, key)
                 console.print(f"one answer: {json.dumps(sample)}", highlight=False, markup=False)
                 if traffic.get("strategy") == "weighted" and len(traffic.get("weights") or {}) > 1:
                     even = {k: round(100 / len(traffic["weights"]), 2) for k in traffic["weights"]}

@@ -8,16 +8,14 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 from rich.markup import escape as rich_escape
 from rich.text import Text
 
-from ..spec import StackFileError, load_file
+from ..spec import StackFileError
 from ..spec.stack import locate
-from ..targets.local.client import PlatformClient, PlatformError, PlatformUnreachable
 from .app import (
     EXIT_INTERRUPTED,
     EXIT_INVALID,
@@ -33,7 +31,12 @@ from .app import (
 from .capacity_view import print_placements
 from .output import cell_separator, finding_text, lines, plan_text, print_json, print_table, table
 from .rollout import Outcome, follow, say_outcome
-from .spec_cmds import Format, print_unreadable, require_stack
+from .spec_cmds import Format, load_stack, print_unreadable, require_stack
+
+if TYPE_CHECKING:  # imported where used: `validate`, `render` and `plan --against` start without httpx
+    import yaml
+
+    from ..targets.local.client import PlatformClient
 
 DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", metavar="DIR", help="The platform's data dir (default: $INFERSTACK_DATA_DIR, else ~/.inferstack). "
@@ -95,6 +98,8 @@ def stop_cmd(data_dir: DataDir = None) -> None:
 @contextmanager
 def _client(data_dir: Path | None) -> Iterator[PlatformClient]:
     """A client of the running platform; its refusals become exit codes (1 refused or not found, 4 unreachable)."""
+    from ..targets.local.client import PlatformClient, PlatformError, PlatformUnreachable
+
     try:
         with PlatformClient.discover(data_dir) as client:
             yield client
@@ -112,7 +117,7 @@ def _read_stack(path: Path) -> tuple[Any, yaml.Node | None]:
     """The file's data (sugar kept: the platform expands it) and its YAML tree (for line numbers). Exit 2 when it
     cannot be read, 1 when it declares nothing (an empty file must not read as "already applied")."""
     try:
-        loaded = load_file(path)
+        loaded = load_stack(path, None)
     except StackFileError as exc:
         print_unreadable(exc)
         raise typer.Exit(EXIT_UNREADABLE) from None
@@ -126,6 +131,8 @@ def _read_stack(path: Path) -> tuple[Any, yaml.Node | None]:
 
 
 def _apply(client: PlatformClient, path: Path, root: yaml.Node | None, data: Any, dry_run: bool) -> dict:
+    from ..targets.local.client import PlatformError
+
     try:
         return client.apply(data, dry_run=dry_run)
     except PlatformError as exc:

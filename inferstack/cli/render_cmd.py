@@ -11,7 +11,6 @@ import typer
 from rich.text import Text
 
 from ..spec.kubernetes import DNS_LABEL_RE, kubernetes_findings
-from ..targets.kubernetes import RenderError, RenderOptions, render
 from .app import EXIT_INVALID, EXIT_OK, EXIT_UNREADABLE, app, console, err_console
 from .spec_cmds import require_stack
 
@@ -35,6 +34,8 @@ def render_cmd(
                                                            "Default: the stack's kubernetes.cluster_bootstrap.")] = None,
 ) -> None:
     """Render a stack to Kubernetes objects. Exit 0 rendered, 1 invalid stack, 2 unreadable file."""
+    from ..targets.kubernetes import RenderError, RenderOptions, render
+
     if namespace is not None and not (len(namespace) <= 63 and DNS_LABEL_RE.match(namespace)):
         err_console.print(f"--namespace {namespace!r} is not a Kubernetes namespace name (a DNS label: lowercase "
                           f"letters, digits and '-', at most 63 characters); nothing rendered", highlight=False)

@@ -17,14 +17,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from ..targets.local.client import PlatformClient
 from .output import clock, console, err_console, on_terminal, table
+
+if TYPE_CHECKING:
+    from ..targets.local.client import PlatformClient
 
 POLL_S = 0.2
 # Instance and role fields that change without meaning a state change, or that are shown otherwise.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from enum import Enum
 from pathlib import Path
@@ -10,7 +11,17 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from ..spec import Finding, LoadedStack, StackFileError, check_across_stacks, default_inventory, json_schema, load_file
+from ..spec import (
+    Finding,
+    Inventory,
+    LoadedStack,
+    StackFileError,
+    check_across_stacks,
+    default_inventory,
+    json_schema,
+    load_file,
+)
+from ..spec.yaml_text import paused_gc
 from .app import EXIT_INVALID, EXIT_OK, EXIT_UNREADABLE, app, console, err_console
 from .output import finding_text, print_json, print_table, table
 
@@ -35,12 +46,22 @@ def _ordered(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: rank.get(f.severity.value, 3))
 
 
+def load_stack(path: Path, base: Inventory | None) -> LoadedStack:
+    """`load_file` for a command: what it loads lives until the process exits, so it is taken out of the garbage
+    collector's sight (`gc.freeze`, before collections resume) — no collection scans it afterwards, during rendering
+    or planning either."""
+    with paused_gc():
+        loaded = load_file(path, base)
+        gc.freeze()
+    return loaded
+
+
 def require_stack(path: Path, action: str = "") -> LoadedStack:
     """A stack file that reads and validates (against the default inventory plus its own), or exit: 2 when it
     cannot be read, 1 with its errors when it breaks rules. `action` says what did not happen (e.g. "nothing
     rendered")."""
     try:
-        loaded = load_file(path, default_inventory())
+        loaded = load_stack(path, default_inventory())
     except StackFileError as exc:
         print_unreadable(exc)
         raise typer.Exit(EXIT_UNREADABLE) from None
@@ -72,7 +93,7 @@ def validate(
     results: list[LoadedStack | StackFileError] = []
     for path in files:
         try:
-            results.append(load_file(path, base))
+            results.append(load_stack(path, base))
         except StackFileError as exc:
             results.append(exc)
     check_across_stacks([r for r in results if isinstance(r, LoadedStack)])
