@@ -139,6 +139,23 @@ def test_swrr_swap_from_90_10_to_50_50_is_50_50_right_away() -> None:
     assert abs(counts["stable"] - 50) <= 2
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(min_value=1, max_value=30), min_size=2, max_size=5),
+    st.lists(st.integers(min_value=1, max_value=30), min_size=2, max_size=5),
+    st.integers(min_value=0, max_value=500),
+)
+def test_swrr_every_full_cycle_after_a_swap_has_exactly_the_new_shares(old: list[int], new: list[int],
+                                                                       steps: int) -> None:
+    before = swrr({f"k{i}": w for i, w in enumerate(old)})
+    picks(before, steps)
+    after = swrr({f"k{i}": w for i, w in enumerate(new)}, previous=before)
+    total = sum(after.weights)
+    for _ in range(3):
+        counts = Counter(picks(after, total))
+        assert counts == dict(zip(after.keys, after.weights))
+
+
 def test_swrr_swap_with_unchanged_weights_continues_the_cycle_as_if_nothing_happened() -> None:
     reference = picks(swrr({"a": 9, "b": 1}), 40)
     before = swrr({"a": 9, "b": 1})
