@@ -28,7 +28,7 @@ from .output import clock, console, err_console, on_terminal, table
 if TYPE_CHECKING:
     from ..targets.local.client import PlatformClient
 
-POLL_S = 0.2
+POLL_S = 0.05  # a status read per service every 50 ms: cheap, and apply returns soon after Ready
 # Instance and role fields that change without meaning a state change, or that are shown otherwise.
 _VOLATILE = frozenset({"pid", "port", "host", "start_time", "log_path", "tree", "cgroup", "finished_at", "log_tail",
                        "id", "revision", "instances",

@@ -142,6 +142,54 @@ async def test_startup_probe_passes_once_the_port_opens():
     assert ok
 
 
+async def test_a_port_that_opens_between_periods_is_seen_passing_long_before_the_next_period():
+    # Start-up cadence: the echo preset's first probe runs before it listens; waiting a whole period after that
+    # failure made every apply a period slower than the instances' start-up.
+    port = free_port()
+    probe = Probe(TcpSocket(), period_s=30)
+    results = probe_results(probe, target(port))
+    first = await anext(results)
+    assert not first.ok
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port)
+    try:
+        second = await asyncio.wait_for(anext(results), 10)  # 10 s: generous for a busy machine, a third of a period
+    finally:
+        server.close()
+    assert second.ok
+
+
+async def test_failures_are_still_reported_once_per_period_while_the_port_stays_closed():
+    probe = Probe(TcpSocket(), period_s=0.4, failure_threshold=3)
+    results = []
+
+    async def collect() -> None:
+        async for result in probe_results(probe, target(free_port())):
+            results.append(result)
+
+    task = asyncio.ensure_future(collect())
+    await asyncio.sleep(1.0)
+    task.cancel()
+    # Polled every 25 ms in between, but only the periodic runs count: at 0, 0.4 and 0.8 s (fewer on a busy machine).
+    assert 1 <= len(results) <= 3
+    assert not any(r.ok for r in results)
+
+
+async def test_after_the_first_pass_a_probe_runs_on_its_period_only():
+    async with TinyHttp(200) as server:
+        probe = Probe(HttpGet("/healthz"), period_s=0.5)
+        results = []
+
+        async def collect() -> None:
+            async for result in probe_results(probe, target(server.port)):
+                results.append(result)
+
+        task = asyncio.ensure_future(collect())
+        await asyncio.sleep(1.2)
+        task.cancel()
+    assert 1 <= len(server.requests) <= 3  # at 0, 0.5 and 1.0 s: no polling once it passed
+    assert all(r.ok for r in results)
+
+
 def test_thresholds_count_consecutive_results_only():
     readiness = ProbeState(Probe(TcpSocket(), success_threshold=2, failure_threshold=3), passing=False)
     assert [readiness.record(ok) for ok in (True, False, True, True)] == [False, False, False, True]

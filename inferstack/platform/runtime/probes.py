@@ -155,17 +155,38 @@ def _os_error(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
+STARTUP_POLL_S = 0.025
+"""Until a network probe first passes, it is also tried this often between its periodic runs (see probe_results)."""
+
+
 async def probe_results(probe: Probe, target: ProbeTarget, *, skip_initial_delay: bool = False
                         ) -> AsyncIterator[ProbeResult]:
-    """The probe's results, forever: first after ``initial_delay_s``, then one every ``period_s`` (start to start)."""
+    """The probe's results, forever: first after ``initial_delay_s``, then one every ``period_s`` (start to start).
+
+    Start-up cadence: until an HTTP or TCP probe first passes, it is also tried every ``STARTUP_POLL_S`` between two
+    periodic runs, and the first pass is reported at once — an instance that starts listening 10 ms after a failed
+    probe is seen ready then, not a whole period later. Only that pass comes early: failures are still reported
+    once per period (so thresholds keep their meaning, e.g. a startup probe still allows
+    ``failure_threshold × period_s``), and after the first pass the probe runs on its period alone. Commands (Exec)
+    are not polled: each run starts a process."""
     loop = asyncio.get_running_loop()
     if probe.initial_delay_s and not skip_initial_delay:
         await asyncio.sleep(probe.initial_delay_s)
+    poll = not isinstance(probe.action, Exec)
     next_at = loop.time()
     while True:
-        yield await check(probe.action, target, probe.timeout_s)
+        result = await check(probe.action, target, probe.timeout_s)
+        poll = poll and not result.ok
+        yield result
         next_at = max(next_at + probe.period_s, loop.time())
-        await asyncio.sleep(next_at - loop.time())
+        while poll and loop.time() + STARTUP_POLL_S < next_at:
+            await asyncio.sleep(STARTUP_POLL_S)
+            early = await check(probe.action, target, min(probe.timeout_s, max(next_at - loop.time(), 0.001)))
+            if early.ok:
+                poll = False
+                yield early
+                next_at = loop.time() + probe.period_s
+        await asyncio.sleep(max(next_at - loop.time(), 0))
 
 
 class ProbeState:
