@@ -7,6 +7,7 @@ Run: .venv/bin/python bench/plan_bench.py"""
 from __future__ import annotations
 
 import copy
+import statistics
 import sys
 import time
 from typing import Any
@@ -68,13 +69,14 @@ def stacks() -> tuple[dict[str, Any], dict[str, Any]]:
     return old, new
 
 
-def _best(fn: Any) -> tuple[float, Any]:
-    best, result = float("inf"), None
+def _median(fn: Any) -> tuple[float, Any]:
+    """Median of RUNS timings (a busy machine makes the best run a lucky one, not a typical one)."""
+    times, result = [], None
     for _ in range(RUNS):
         start = time.perf_counter()
         result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
 
 
 def main() -> int:
@@ -86,11 +88,11 @@ def main() -> int:
         assert all(x.report.ok for x in loaded), str(loaded[0].report)
         return [x.stack for x in loaded]
 
-    reference, (old, new) = _best(parse_both)
+    reference, (old, new) = _median(parse_both)
     context = PlanContext(inventory=inventory)
-    elapsed, plan = _best(lambda: diff(old, new, context))
+    elapsed, plan = _median(lambda: diff(old, new, context))
     counts = plan.counts()
-    print(f"plan bench: {SERVICES} services x {DEPLOYMENTS} deployments, best of {RUNS}")
+    print(f"plan bench: {SERVICES} services x {DEPLOYMENTS} deployments, median of {RUNS}")
     print(f"  changes: {len(plan.changes)} ({counts}), roles redeploying: {len(plan.redeploys)}")
     print(f"  reference (parse + validate both stacks): {reference * 1000:8.1f} ms")
     print(f"  diff (changes, rollout impact, cost):     {elapsed * 1000:8.1f} ms")
