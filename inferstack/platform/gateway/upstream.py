@@ -126,6 +126,9 @@ class UpstreamConnection(asyncio.Protocol):
     `conn.framing` at the head).
     """
 
+    __slots__ = ("chunked", "client", "done", "framing", "head_done", "idle_since", "interim", "keep_alive",
+                 "length_known", "no_body", "out", "parser", "pool", "reading_paused", "transport")
+
     def __init__(self, pool: InstancePool) -> None:
         self.pool = pool
         self.transport: Any = None
