@@ -12,7 +12,6 @@ The summary is the median and [min..max] of the per-round ratios apply / slowest
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 import yaml
-from loadgen import free_port, load_average, spread
+from loadgen import arguments, free_port, load_average, spread, write_summary
 from platform_bench import ready
 
 from inferstack.testing import PlatformProcess
@@ -108,9 +107,7 @@ def apply_round(tmp: Path) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json", type=Path, help="also write the summary here")
+    parser = arguments(__doc__, gateway=False)
     args = parser.parse_args()
     print(f"apply bench: examples/quickstart.yaml (3 echo replicas), {args.rounds} rounds, {os.cpu_count()} cores, "
           f"load average {load_average()}", flush=True)
@@ -140,9 +137,7 @@ def main() -> int:
     print(f"load average after: {load_average()}")
     print(f"CLI apply / slowest replica start: {spread(cli_ratios)} (goal ≤ {GOAL}); API apply / slowest replica "
           f"start: {spread(api_ratios)}; no-change re-apply writes: {summary['no_change_writes']}")
-    print(json.dumps(summary))
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
+    write_summary(summary, args.json)
     return 0
 
 

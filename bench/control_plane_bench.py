@@ -1,7 +1,7 @@
 """The control plane at scale: validate, plan --against and render -o of 10 / 100 / 1 000 services × 4 deployments.
 
 Stacks: N services shaped like the quickstart's `chat` (`examples/quickstart.yaml`), each with 4 deployments (the
-quickstart's stable and canary alternately, weights 70/20/10/0, postpaid queues so that capacity rules pass); the
+quickstart's stable and canary alternately, weights 70/20/10/0, in a queue of the stack's own large enough for all); the
 "new" stack changes the replicas of one deployment per service. Each size is timed from the command line (a fresh
 `inferstack` process: start-up, imports, parse, validate, work, output — what a user waits for) and in-process (the
 library calls alone, after imports). Rounds alternate the commands; the summary is the median and [min..max].
@@ -13,9 +13,7 @@ Goal (issue #18): each command under 1.5 s at 1 000 services.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import os
 import statistics
 import subprocess
@@ -26,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from loadgen import load_average, spread
+from loadgen import arguments, load_average, spread, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart.yaml"
@@ -44,13 +42,16 @@ def stack(services: int, changed: bool) -> dict[str, Any]:
         deployments = []
         for d in range(DEPLOYMENTS):
             dep = copy.deepcopy(base["deployments"][d % 2])
-            dep.update(name=f"d{d}", queue="q-postpaid-a", weight=(70, 20, 10, 0)[d])
+            dep.update(name=f"d{d}", queue="q-bench", weight=(70, 20, 10, 0)[d])
             if changed and s % DEPLOYMENTS == d:
                 dep["replicas"] = 3
             deployments.append(dep)
         svc["deployments"] = deployments
         out.append(svc)
-    return {"services": out}
+    # A queue of the stack's own, large enough for every replica (the default ones hold a few dozen).
+    queue = {"name": "q-bench", "resource_group": "rg-default", "zone": "zone-a", "billing": "postpaid",
+             "capacity": {"cpu-small": 100_000}}
+    return {"inventory": {"queues": [queue]}, "services": out}
 
 
 def cli(*args: str) -> float:
@@ -89,10 +90,8 @@ def rewritten(directory: Path, before: dict[str, int]) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = arguments(__doc__, gateway=False)
     parser.add_argument("--sizes", default="10,100,1000")
-    parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
     print(f"control-plane bench: N services x {DEPLOYMENTS} deployments (quickstart-shaped), {args.rounds} rounds, "
@@ -127,9 +126,7 @@ def main() -> int:
                   f"rewrote {max(rewrites)}) | in-process validate {spread(runs['lib_validate'])} s, plan "
                   f"{spread(runs['lib_plan'])} s, render {spread(runs['lib_render'])} s", flush=True)
     print(f"load average after: {load_average()}; goal: each CLI command under {GOAL_S} s at 1 000 services")
-    print(json.dumps(summary))
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
+    write_summary(summary, args.json)
     return 0
 
 

@@ -13,25 +13,24 @@ Goals (README, "Performance"): req/s ≥ 0.9× nginx, CPU per request ≤ 1.2× 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from loadgen import (
     HAS_NGINX,
     INSTALL_HINT,
     Comparison,
     Request,
+    arguments,
     describe,
     generator_name,
     load,
     load_average,
     nginx,
     spread,
+    write_summary,
 )
 
 from inferstack.platform.gateway import GatewayProcess
@@ -83,12 +82,7 @@ def snapshot(ports: list[int]) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement (after 1 s warm-up)")
-    parser.add_argument("--connections", default="32,128")
-    parser.add_argument("--json", type=Path, help="also write the summary here")
-    args = parser.parse_args()
+    args = arguments(__doc__).parse_args()
     levels = [int(c) for c in args.connections.split(",")]
 
     backend = subprocess.Popen([sys.executable, "-c", BACKEND_CODE], stdout=subprocess.PIPE, text=True)
@@ -125,9 +119,7 @@ def main() -> int:
                   f"{spread(comparison.ratios(lambda r: r.rps))} (goal ≥ {GOALS['rps']}), p99 "
                   f"{spread(comparison.ratios(lambda r: r.p99_ms))}"
                   + (f", CPU/req {spread(cpu)} (goal ≤ {GOALS['cpu_us']})" if cpu else ""))
-        print(json.dumps(summaries))
-        if args.json:
-            args.json.write_text(json.dumps(summaries, indent=2))
+        write_summary(summaries, args.json)
     finally:
         backend.terminate()
         backend.wait(5)

@@ -11,6 +11,8 @@ shared machine hits both alike; each round gives one ratio, and the summary is t
 
 from __future__ import annotations
 
+import argparse
+import json
 import multiprocessing
 import os
 import re
@@ -306,3 +308,22 @@ def describe(run: Run) -> str:
 
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def arguments(doc: str | None, *, gateway: bool = True) -> argparse.ArgumentParser:
+    """The options every bench takes (`--rounds`, `--json`), plus those of the gateway benches (`--duration`,
+    `--connections`, parsed into `levels`)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="also write the summary here")
+    if gateway:
+        parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement (after 1 s warm-up)")
+        parser.add_argument("--connections", default="32,128")
+    return parser
+
+
+def write_summary(summary: object, path: Path | None) -> None:
+    """The summary as one JSON line on stdout, and into `path` when given."""
+    print(json.dumps(summary))
+    if path is not None:
+        path.write_text(json.dumps(summary, indent=2))

@@ -15,7 +15,6 @@ Without nginx there is no reference: the gateway's own numbers are printed, with
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -30,12 +29,14 @@ from loadgen import (
     INSTALL_HINT,
     Comparison,
     Request,
+    arguments,
     describe,
     generator_name,
     load,
     load_average,
     nginx,
     spread,
+    write_summary,
 )
 
 from inferstack.testing import PlatformProcess
@@ -101,12 +102,7 @@ def nginx_backends(instances: list[dict[str, Any]], weights: dict[str, float]) -
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement (after 1 s warm-up)")
-    parser.add_argument("--connections", default="32,128")
-    parser.add_argument("--json", type=Path, help="also write the summary here")
-    args = parser.parse_args()
+    args = arguments(__doc__).parse_args()
     levels = [int(c) for c in args.connections.split(",")]
 
     with tempfile.TemporaryDirectory(prefix="platform-bench-") as tmp:
@@ -157,9 +153,7 @@ def main() -> int:
                       f"(goal ≤ {GOALS['p99_ms']}), req/s {spread(comparison.ratios(lambda r: r.rps))} "
                       f"(goal ≥ {GOALS['rps']}), CPU/req {spread(comparison.ratios(lambda r: r.cpu_us))} "
                       f"(goal ≤ {GOALS['cpu_us']})")
-            print(json.dumps(summaries))
-            if args.json:
-                args.json.write_text(json.dumps(summaries, indent=2))
+            write_summary(summaries, args.json)
         finally:
             platform.stop()
     return 0
