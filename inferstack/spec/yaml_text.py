@@ -19,7 +19,8 @@ U+FFFF, which libyaml escapes) is dumped by PyYAML's emitter, so the output is b
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+import io
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -58,6 +59,9 @@ def _construct_mapping(loader: yaml.SafeLoader, node: MappingNode, deep: bool = 
     seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, Hashable):  # PyYAML's own check, which the duplicate check below would pre-empt
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark, "found unhashable key", key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 "while constructing a mapping", node.start_mark, f"found duplicate key '{key}'", key_node.start_mark)
@@ -172,6 +176,19 @@ def parse(text: str) -> tuple[Any, Node | None]:
         return _parse_with(PyLoader, text, fast=True)
 
 
+# Mapping keys both emitters write alike: printable ASCII, not empty, short (PyYAML writes others as `? key`, libyaml
+# not always). Known ones are remembered; bounded.
+_SIMPLE_KEYS: set[str] = set()
+_SIMPLE_KEYS_LIMIT = 1 << 16
+
+
+def _simple_key(key: str) -> bool:
+    simple = 0 < len(key) < 128 and key.isascii() and key.isprintable()
+    if simple and len(_SIMPLE_KEYS) < _SIMPLE_KEYS_LIMIT:
+        _SIMPLE_KEYS.add(key)
+    return simple
+
+
 # (scalar text, implicit flags) -> the tag the safe resolver gives it: the same for every dump, so shared; bounded.
 _DUMP_TAGS: dict[tuple[str, tuple[bool, bool]], str] = {}
 _DUMP_TAGS_LIMIT = 1 << 16
@@ -183,6 +200,8 @@ class _FastDumping:
     the emitter asks twice per scalar. The nodes are the ones SafeRepresenter builds with `sort_keys=False`,
     `default_flow_style=False`; anything else (floats, other types) goes through SafeRepresenter."""
 
+    pyyaml_emits_differently = False  # set when the data has what libyaml's emitter writes otherwise than PyYAML's
+
     def ignore_aliases(self, data: Any) -> bool:
         return True  # plain YAML: no anchors or aliases, whatever the data shares
 
@@ -191,6 +210,9 @@ class _FastDumping:
         if kind is str:
             return ScalarNode(_STR, data)
         if kind is dict:
+            for key in data:
+                if key.__class__ is str and key not in _SIMPLE_KEYS and not _simple_key(key):
+                    self.pyyaml_emits_differently = True  # e.g. `'': v` where PyYAML writes `? ''\n: v`
             represent = self.represent_data
             return MappingNode(_MAP, [(represent(k), represent(v)) for k, v in data.items()], flow_style=False)
         if kind is list:
@@ -227,13 +249,23 @@ class _PyDumper(_FastDumping, yaml.SafeDumper):
 
 
 def dump(data: Any, *, width: int = 80) -> str:
-    """`data` (plain dicts, lists, scalars) as block-style YAML, keys in their order, Unicode unescaped.
+    """`data` (a mapping or list of plain values) as block-style YAML, keys in their order, Unicode unescaped.
 
-    The same text whether libyaml is installed or not."""
+    The same text whether libyaml is installed or not: what libyaml's emitter would write differently — characters
+    beyond U+FFFF (it escapes them), keys that are empty, long or not printable ASCII, a bare scalar document — is
+    written by PyYAML's emitter."""
     options = {"sort_keys": False, "allow_unicode": True, "default_flow_style": False, "width": width}
-    if WITH_LIBYAML:
-        text = yaml.dump(data, Dumper=_CDumper, **options)
-        if "\\U" not in text:  # libyaml escapes characters beyond U+FFFF, which PyYAML writes as they are
+    if WITH_LIBYAML and isinstance(data, dict | list):
+        stream = io.StringIO()
+        dumper = _CDumper(stream, **options)
+        try:
+            dumper.open()
+            dumper.represent(data)
+            dumper.close()
+        finally:
+            dumper.dispose()
+        text = stream.getvalue()
+        if not dumper.pyyaml_emits_differently and "\\U" not in text:
             return text
     return yaml.dump(data, Dumper=_PyDumper, **options)
 
