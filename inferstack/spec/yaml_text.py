@@ -200,7 +200,9 @@ class _FastDumping:
     the emitter asks twice per scalar. The nodes are the ones SafeRepresenter builds with `sort_keys=False`,
     `default_flow_style=False`; anything else (floats, other types) goes through SafeRepresenter."""
 
-    pyyaml_emits_differently = False  # set when the data has what libyaml's emitter writes otherwise than PyYAML's
+    def __init__(self, stream: Any, **options: Any) -> None:
+        super().__init__(stream, **options)
+        self.output = stream  # an _Output: told when libyaml's emitter would write something otherwise than PyYAML's
 
     def ignore_aliases(self, data: Any) -> bool:
         return True  # plain YAML: no anchors or aliases, whatever the data shares
@@ -212,7 +214,7 @@ class _FastDumping:
         if kind is dict:
             for key in data:
                 if key.__class__ is str and key not in _SIMPLE_KEYS and not _simple_key(key):
-                    self.pyyaml_emits_differently = True  # e.g. `'': v` where PyYAML writes `? ''\n: v`
+                    self.output.pyyaml_emits_differently = True  # e.g. `'': v` where PyYAML writes `? ''\n: v`
             represent = self.represent_data
             return MappingNode(_MAP, [(represent(k), represent(v)) for k, v in data.items()], flow_style=False)
         if kind is list:
@@ -256,18 +258,20 @@ def dump(data: Any, *, width: int = 80) -> str:
     written by PyYAML's emitter."""
     options = {"sort_keys": False, "allow_unicode": True, "default_flow_style": False, "width": width}
     if WITH_LIBYAML and isinstance(data, dict | list):
-        stream = io.StringIO()
-        dumper = _CDumper(stream, **options)
-        try:
-            dumper.open()
-            dumper.represent(data)
-            dumper.close()
-        finally:
-            dumper.dispose()
-        text = stream.getvalue()
-        if not dumper.pyyaml_emits_differently and "\\U" not in text:
+        output = _Output()
+        yaml.dump(data, output, Dumper=_CDumper, **options)
+        text = output.getvalue()
+        if not output.pyyaml_emits_differently and "\\U" not in text:
             return text
-    return yaml.dump(data, Dumper=_PyDumper, **options)
+    output = _Output()  # PyYAML's emitter never sets the flag; _Output only because the dumpers expect one
+    yaml.dump(data, output, Dumper=_PyDumper, **options)
+    return output.getvalue()
+
+
+class _Output(io.StringIO):
+    """Where a dump is written, and whether PyYAML's emitter must write it instead (see _FastDumping)."""
+
+    pyyaml_emits_differently = False
 
 
 __all__ = ["WITH_LIBYAML", "YAMLNestingError", "dump", "parse", "paused_gc"]
