@@ -62,9 +62,11 @@ HISTORY_KEPT = 32
 
 
 def shares(weights: Mapping[str, Any] | None, keys: list[str]) -> dict[str, float]:
-    """Weights as percent shares over `keys` (absent = 0; nothing at all: 0 everywhere)."""
-    clean = {k: float(v) for k, v in (weights or {}).items() if k in keys and isinstance(v, (int, float))}
-    return Traffic(weights=clean).normalised_weights(keys)
+    """Weights as percent shares over `keys` (absent = 0; nothing at all: 0 everywhere), as the gateway splits."""
+    clean = {k: float(v) for k, v in (weights or {}).items()
+             if k in keys and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0}
+    total = sum(clean.values())
+    return {k: (100 * clean.get(k, 0.0) / total if total > 0 else 0.0) for k in keys}
 
 
 def same_split(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
@@ -403,7 +405,13 @@ class ReleaseManager:
     # --- the gateway acknowledged a snapshot -------------------------------------------------------------------------
 
     def acknowledged(self, snapshot: Mapping[str, Any]) -> None:
-        """Open the window of every step the gateway now routes."""
+        """Open the window of every step the gateway now routes (never raises: publishing must not depend on it)."""
+        try:
+            self._arm(snapshot)
+        except Exception:
+            log.exception("opening release windows failed")
+
+    def _arm(self, snapshot: Mapping[str, Any]) -> None:
         entries = {e.get("key"): e for e in snapshot.get("services") or []}
         at = time.monotonic()
         for run in self.runs.values():
