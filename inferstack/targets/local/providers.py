@@ -21,6 +21,10 @@ stays byte-identical across runs; the connection comes from `configure` (`connec
 - `create`/`update` (with `inferstack:waitForReady`, default true) wait until the platform observed the generation
   and, for deployments, they are Ready; Degraded fails at once with the platform's reason; `inferstack:readyTimeout`
   bounds the wait. `waitForReady: false`: they return once the platform accepted the write.
+- A progressive release (`progressive` on the traffic object or a deployment): `up` waits for its outcome (Ready),
+  bounded by `inferstack:readyTimeout`, and fails with the gate that failed; a release that rolled back or paused
+  leaves the live object's spec as declared, so the next preview shows no change — it says instead what is live and
+  why, and that only a change (e.g. raising `progressive.retry`) tries again.
 - `read` maps live state back (refresh shows weights edited through the API); given only an id, it reads the whole
   object and returns inputs too.
 - Deleting a deployment that still takes traffic first moves its weight to the others, then deletes it.
@@ -59,6 +63,7 @@ from .pulumi_glue import (
     inventory_kind,
     live_base,
     live_props,
+    live_release_note,
     live_spec,
     object_findings,
     unknown_paths,
@@ -159,6 +164,10 @@ class PlatformProvider(dynamic.ResourceProvider):
                      f"with the state Pulumi last recorded ({' '.join(str(exc).split())[:200]})")
         answer = diff_answer(self.kind, base, news, diff_object)
         changes = answer.changes
+        if isinstance(live, Mapping):
+            said = live_release_note(obj.path, live)
+            if said:
+                note(said)
         if live is _GONE:
             note(f"{obj.label} no longer exists on the platform (deleted outside this stack?): `up` writes it again")
             changes = True
@@ -508,10 +517,12 @@ class TrafficProvider(PlatformProvider):
         return dynamic.UpdateResult(self._write(id_, news))
 
     def _write(self, service: str, props: Mapping[str, Any]) -> dict[str, Any]:
+        spec = self.platform_spec(props)
         with self.connection.client() as client:
-            written = client.put_traffic(service, self.platform_spec(props))
+            written = client.put_traffic(service, spec)
+            # A progressive shift is Ready once it succeeded; a failed one is Degraded with the gate that failed.
             obj = self.converge(written, lambda: client.get_traffic(service), f"traffic of service '{service}'",
-                                require_ready=False)
+                                require_ready=spec.get("progressive") is not None)
         return self.outputs(props, obj)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
