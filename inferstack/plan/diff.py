@@ -238,7 +238,8 @@ def _service_changes(old: Service | None, new: Service, context: PlanContext) ->
                          old=old.traffic.to_public(), new=new.traffic.to_public(), target=new_traffic)
     if traffic:
         live = (context.releases.get(f"{key}/traffic") or {}).get("live_weights")
-        traffic_release(traffic, new, live if isinstance(live, dict) else None)
+        if context.target != "kubernetes":  # a cluster applies weights at once (warned: plan/release.py)
+            traffic_release(traffic, new, live if isinstance(live, dict) else None)
         changes.append(traffic)
     kept = set(new.deployment_keys())
     changes.extend(_deleted(key, d) for k, d in old_deps.items() if k not in kept)

@@ -48,6 +48,37 @@ REASONS = {PROGRESSING: "ReleaseProgressing", ROLLED_BACK: "ReleaseRolledBack", 
 RELEASE_REASONS = frozenset(REASONS.values())
 
 
+SHARE_EPSILON = 0.01  # percentage points: weights closer than the spec's precision are equal
+
+
+def shares(weights: Mapping[str, Any] | None, keys: list[str]) -> dict[str, float]:
+    """Weights as percent shares over `keys` (absent = 0; nothing at all: 0 everywhere), as the gateway splits."""
+    clean = {k: float(v) for k, v in (weights or {}).items()
+             if k in keys and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0}
+    total = sum(clean.values())
+    return {k: (100 * clean.get(k, 0.0) / total if total > 0 else 0.0) for k in keys}
+
+
+def same_split(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two weight sets split alike (shares within the spec's precision)."""
+    keys = sorted(set(a) | set(b))
+    sa, sb = shares(a, keys), shares(b, keys)
+    return all(abs(sa[k] - sb[k]) < SHARE_EPSILON for k in keys)
+
+
+def pending_shift(spec: Mapping[str, Any], status: Mapping[str, Any], generation: int) -> dict[str, Any] | None:
+    """A traffic object whose declared weights differ from the live ones while no release of its generation has
+    started yet (the moment between a write and the release manager's start): a release record saying so."""
+    live = status.get("live_weights")
+    if spec.get("progressive") is None or not isinstance(live, Mapping) or \
+            current(status.get("release"), generation) is not None:
+        return None
+    if same_split(live, spec.get("weights") or {}):
+        return None
+    return {"kind": "traffic", "phase": PROGRESSING, "generation": generation, "steps": [], "step": 0,
+            "reason": "the release of the new weights is about to start"}
+
+
 def attempt_key(generation: int, policy: Progressive, retries: int) -> list[int]:
     """What a release is an attempt at (see the module docstring)."""
     return [int(generation), int(policy.retry), int(retries)]
@@ -64,6 +95,8 @@ def where(release: Mapping[str, Any]) -> str:
     """`step 2 of 3 (50 %)`."""
     steps = release.get("steps") or []
     step = int(release.get("step") or 0)
+    if not steps:
+        return "its start"
     text = f"step {step} of {len(steps)}"
     if 0 < step <= len(steps):
         text += f" ({steps[step - 1]:g} %)"

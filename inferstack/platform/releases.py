@@ -47,32 +47,20 @@ from .release_status import (
     PAUSED,
     PROGRESSING,
     ROLLED_BACK,
+    SHARE_EPSILON,
     SUCCEEDED,
     SUPERSEDED,
     attempt_key,
+    same_split,
+    shares,
     where,
 )
 from .store import Store
 
 log = logging.getLogger("inferstack.releases")
 
-SHARE_EPSILON = 0.01  # percentage points: weights closer than the spec's precision are equal
 READINGS_EVERY_S = 1.0
 HISTORY_KEPT = 32
-
-
-def shares(weights: Mapping[str, Any] | None, keys: list[str]) -> dict[str, float]:
-    """Weights as percent shares over `keys` (absent = 0; nothing at all: 0 everywhere), as the gateway splits."""
-    clean = {k: float(v) for k, v in (weights or {}).items()
-             if k in keys and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0}
-    total = sum(clean.values())
-    return {k: (100 * clean.get(k, 0.0) / total if total > 0 else 0.0) for k in keys}
-
-
-def same_split(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
-    keys = sorted(set(a) | set(b))
-    sa, sb = shares(a, keys), shares(b, keys)
-    return all(abs(sa[k] - sb[k]) < SHARE_EPSILON for k in keys)
 
 
 def step_weights(start: Mapping[str, float], end: Mapping[str, float], percent: float) -> dict[str, float]:
@@ -290,6 +278,7 @@ class ReleaseManager:
                 self._event(run, "ReleaseResumed", f"{where(release)} resumed after a platform restart: its window "
                                                    f"starts again once the gateway routes "
                                                    f"{weights_text(release.get('weights') or {})}")
+                self._routing_changed(svc)  # a snapshot carrying the step opens its window
                 self._wake.set()
             return
         if release is not None and release.get("phase") == PROGRESSING:
@@ -381,6 +370,7 @@ class ReleaseManager:
             run.resumed = True
             self._event(run, "ReleaseResumed", f"{where(release)} resumed after a platform restart: its window starts "
                                                f"again once the gateway routes it")
+            self._routing_changed(svc)  # a snapshot carrying the step opens its window
             self._wake.set()
 
     def forget(self, svc: str, dep: str | None = None) -> None:
@@ -593,4 +583,4 @@ class ReleaseManager:
         log.info("%s: %s: %s", run.obj, reason, message)
 
 
-__all__ = ["CanaryRedeploy", "ReleaseManager", "Run", "TrafficShift", "same_split", "shares", "step_weights"]
+__all__ = ["CanaryRedeploy", "ReleaseManager", "Run", "TrafficShift", "step_weights"]

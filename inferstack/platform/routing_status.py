@@ -34,7 +34,7 @@ from inferstack.spec import Traffic
 
 from .gateway import snapshot as wire
 from .objects import condition, get_condition, object_path, set_condition
-from .release_status import current, release_conditions
+from .release_status import current, pending_shift, release_conditions
 from .store import Store
 
 log = logging.getLogger("inferstack.routing")
@@ -208,7 +208,9 @@ class RoutingStatus:
         for new in updates:
             conditions = set_condition(conditions, new)
         if routed:  # a progressive release of this generation decides Ready until it settles (release_status.py)
-            conditions = release_conditions(conditions, current(status.get("release"), row.generation), gen)
+            release = current(status.get("release"), row.generation) or pending_shift(row.spec, status,
+                                                                                          row.generation)
+            conditions = release_conditions(conditions, release, gen)
         patch: dict[str, Any] = {"conditions": conditions}
         if routed:
             patch["observed_generation"] = row.generation

@@ -108,7 +108,8 @@ def _violations(key: str) -> tuple[Violation, ...]:
                 paths[f"inventory.{kind}[{idx}]"] = owners[f"{kind}/{obj.name}"]
     # A finding about a value not known yet (preview) is a rule that runs later: the providers' check, the platform.
     unknown = [f"services{p}" for p in unknown_paths(services)]
-    report = validate(with_unknowns_as_sentinel(services), known, partial_inventory=True, check_inventory=True)
+    report = validate(with_unknowns_as_sentinel(services), known, partial_inventory=True, check_inventory=True,
+                      advice=True)
     return tuple(Violation(f.rule, _urn_of(f.path, paths), _message(f)) for f in problems + report.findings
                  if f.severity is not Severity.DEFERRED and not any(covers(u, f.path) for u in unknown))
 
