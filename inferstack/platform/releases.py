@@ -574,7 +574,11 @@ class ReleaseManager:
     # --- events ------------------------------------------------------------------------------------------------------
 
     def _event(self, run: Run, reason: str, message: str, *, warning: bool = False) -> None:
+        """A release event; its message names the attempt, so another attempt's events never fold into these."""
         kind, key = (TRAFFIC, run.svc) if isinstance(run, TrafficShift) else (DEPLOYMENT, run.key)
+        attempt = run.state.get("attempt") or [run.state.get("generation"), 0, 0]
+        retries = sum(int(a) for a in attempt[1:])
+        message = f"release of generation {attempt[0]}" + (f" (retry {retries})" if retries else "") + f": {message}"
         try:
             self.store.record_event(kind, key, reason, message, parent=run.svc,
                                     type="Warning" if warning else "Normal", request_id="releases")
