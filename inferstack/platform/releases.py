@@ -289,9 +289,10 @@ class ReleaseManager:
         desired = {k: float(v) for k, v in traffic.weights.items()}
         if live is None or same_split(live, desired):
             patch: dict[str, Any] = {"live_weights": desired}
-            if release is not None and release.get("phase") != SUCCEEDED:
-                patch["release"] = {**release, "phase": SUPERSEDED, "finished_at": now()} \
-                    if release.get("phase") == PROGRESSING or release.get("phase") in FAILED else release
+            if release is not None and (release.get("phase") == PROGRESSING or release.get("phase") in FAILED):
+                patch["release"] = {**release, "phase": SUPERSEDED, "finished_at": now(),
+                                    "reason": f"generation {row.generation} declares the weights that are live: "
+                                              f"nothing to shift"}
             self._write_traffic(svc, patch)
             return
         start, end = shares(live, keys), shares(desired, keys)

@@ -443,10 +443,10 @@ class DeploymentProvider(PlatformProvider):
         """Delete; when the platform still routes traffic to it (409), move its weight to the others first."""
         service, key = self.split(id_)
         with self.connection.client() as client:
-            self._delete(client, service, key)
+            self._delete(client, service, key, self.connection.timeout_s)
 
     @classmethod
-    def _delete(cls, client: Any, service: str, key: str) -> None:
+    def _delete(cls, client: Any, service: str, key: str, timeout_s: float = 300.0) -> None:
         from .client import PlatformError
 
         for attempt in range(5):
@@ -458,13 +458,15 @@ class DeploymentProvider(PlatformProvider):
                     return
                 if exc.status_code != 409 or attempt == 4:
                     raise
-            cls._shift_traffic_away(client, service, key)
+            cls._shift_traffic_away(client, service, key, timeout_s)
 
     @staticmethod
-    def _shift_traffic_away(client: Any, service: str, key: str) -> None:
+    def _shift_traffic_away(client: Any, service: str, key: str, timeout_s: float = 300.0) -> None:
         """Weight 0 for `key`, its share spread over the service's other deployments; header rules and the mirror
         that name it dropped. Written with If-Match; read again when the service changed meanwhile (409: someone
-        wrote the traffic first; 422: a deployment read a moment ago is gone — e.g. a parallel destroy)."""
+        wrote the traffic first; 422: a deployment read a moment ago is gone — e.g. a parallel destroy). Under a
+        progressive policy the weights move in gated steps: wait for the shift's outcome (a failed one keeps the
+        deployment, saying which gate failed)."""
         from .client import PlatformError
 
         for attempt in range(8):
@@ -478,10 +480,14 @@ class DeploymentProvider(PlatformProvider):
                 spec.pop("mirror")
             try:
                 client.put_traffic(service, spec, if_match=(traffic.get("metadata") or {}).get("resource_version"))
-                return
             except PlatformError as exc:
                 if exc.status_code not in (409, 422) or attempt == 7:
                     raise
+                continue
+            if spec.get("progressive") is not None:
+                wait_converged(lambda: client.get_traffic(service), f"traffic of service '{service}'",
+                               timeout=timeout_s, require_ready=True)
+            return
 
 
 class TrafficProvider(PlatformProvider):
