@@ -4,7 +4,8 @@
 finding's path names (a deployment's own resource where the target has one, else its service's component).
 
 The components are the same on every target, so the same rules run on the local and the kubernetes target: no policy
-keys on one target's resource types. References outside the stack's inventory and the platform's default inventory
+keys on one target's resource types. The pack also gives the advice plans leave out (`validate(advice=True)`):
+`progressive.advised` on a service taking production traffic with more than one deployment (spec/progressive.py). References outside the stack's inventory and the platform's default inventory
 are deferred (the platform checks them on apply), never violations; values not known yet (preview) likewise."""
 
 from __future__ import annotations

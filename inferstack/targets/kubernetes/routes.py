@@ -94,7 +94,14 @@ def traffic_objects(svc: Service, ctx: Context) -> list[dict[str, Any]]:
             ctx.warn(where, f"weighted deployment(s) {', '.join(map(str, idle))} use idle resources and may lose "
                             f"every pod to preemption: their share then gets 503 from the Gateway (locally the other "
                             f"deployments take it)")
-    objects.append(http_route(svc, ctx, where))
+    route = http_route(svc, ctx, where)
+    if route["spec"]["rules"]:
+        objects.append(route)
+    else:  # one canaried deployment and nothing else to route: Flagger's HTTPRoute is the service's only one
+        flagged = next(d for d in svc.deployments if canaried(d))
+        name = workload_name(svc.key or "", flagged.key or "")
+        ctx.warn(where, f"the service's only HTTPRoute is the one Flagger manages ('{name}'): apply your Gateway "
+                        f"implementation's access policy to it")
     return objects
 
 
