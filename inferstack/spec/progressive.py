@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field
 
 from .findings import Finding
-from .types import Model, check
+from .types import Integer, Model, Number, check, max_items
 
 if TYPE_CHECKING:
     from .service import Deployment, Service
@@ -45,23 +45,34 @@ MAX_BAKE_S = 86400.0
 STEP_TIMEOUT_FACTOR = 10
 """A step that sets no `step_timeout_s` may wait this many bake times for its minimum of requests."""
 
-# Bounded ranges: NaN and ±Infinity fail them too.
-StepPercent = Annotated[float, check("progressive.step_range", lambda v: 0 < v <= 100,
-                                     "must be a percentage greater than 0 and at most 100")]
-BakeTime = Annotated[float, check("progressive.bake_time_range", lambda v: 0 < v <= MAX_BAKE_S,
-                                  f"must be more than 0 and at most {MAX_BAKE_S:g} seconds")]
-StepTimeout = Annotated[float, check("progressive.step_timeout_range", lambda v: 0 < v <= 7 * MAX_BAKE_S,
-                                     f"must be more than 0 and at most {7 * MAX_BAKE_S:g} seconds")]
-ErrorRate = Annotated[float, check("progressive.gate_range", lambda v: 0 <= v <= 100,
-                                   "must be a percentage from 0 to 100")]
-Latency = Annotated[float, check("progressive.gate_range", lambda v: 0 < v <= 3_600_000,
-                                 "must be more than 0 and at most 3600000 ms")]
-Ratio = Annotated[float, check("progressive.gate_range", lambda v: 0 < v <= 1000,
-                               "must be more than 0 and at most 1000")]
-MinRequests = Annotated[int, check("progressive.gate_range", lambda v: 1 <= v <= 1_000_000_000,
-                                   "must be from 1 to 1000000000")]
-Retry = Annotated[int, check("progressive.retry_range", lambda v: 0 <= v <= 1_000_000_000,
-                             "must be from 0 to 1000000000")]
+MAX_STEPS = 100
+MAX_LATENCY_MS = 3_600_000
+MAX_RATIO = 1000
+MAX_COUNT = 1_000_000_000
+
+# Numbers are finite and strict (types.Number / types.Integer: NaN, ±Infinity and 1e400 are `number.finite`).
+StepPercent = Annotated[Number, check("progressive.step_range", lambda v: 0 < v <= 100,
+                                      "must be a percentage greater than 0 and at most 100", exclusiveMinimum=0,
+                                      maximum=100)]
+BakeTime = Annotated[Number, check("progressive.bake_time_range", lambda v: 0 < v <= MAX_BAKE_S,
+                                   f"must be more than 0 and at most {MAX_BAKE_S:g} seconds", exclusiveMinimum=0,
+                                   maximum=MAX_BAKE_S)]
+StepTimeout = Annotated[Number, check("progressive.step_timeout_range", lambda v: 0 < v <= 7 * MAX_BAKE_S,
+                                      f"must be more than 0 and at most {7 * MAX_BAKE_S:g} seconds",
+                                      exclusiveMinimum=0, maximum=7 * MAX_BAKE_S)]
+ErrorRate = Annotated[Number, check("progressive.gate_range", lambda v: 0 <= v <= 100,
+                                    "must be a percentage from 0 to 100", minimum=0, maximum=100)]
+Latency = Annotated[Number, check("progressive.gate_range", lambda v: 0 < v <= MAX_LATENCY_MS,
+                                  f"must be more than 0 and at most {MAX_LATENCY_MS} ms", exclusiveMinimum=0,
+                                  maximum=MAX_LATENCY_MS)]
+Ratio = Annotated[Number, check("progressive.gate_range", lambda v: 0 < v <= MAX_RATIO,
+                                f"must be more than 0 and at most {MAX_RATIO}", exclusiveMinimum=0,
+                                maximum=MAX_RATIO)]
+MinRequests = Annotated[Integer, check("progressive.gate_range", lambda v: 1 <= v <= MAX_COUNT,
+                                       f"must be from 1 to {MAX_COUNT}", minimum=1, maximum=MAX_COUNT)]
+Retry = Annotated[Integer, check("progressive.retry_range", lambda v: 0 <= v <= MAX_COUNT,
+                                 f"must be from 0 to {MAX_COUNT}", minimum=0, maximum=MAX_COUNT)]
+Steps = Annotated[list[StepPercent], max_items(MAX_STEPS, "steps")]
 
 
 class ReleaseGates(Model):
@@ -87,7 +98,7 @@ class ReleaseGates(Model):
 class Progressive(Model):
     """A progressive release policy (see the module docstring): steps, bake time, gates, what a failure does."""
 
-    steps: list[StepPercent] = Field(default_factory=lambda: list(DEFAULT_STEPS),
+    steps: Steps = Field(default_factory=lambda: list(DEFAULT_STEPS),
                                description="Percentages of the change, strictly increasing, the last 100. Traffic: "
                                            "percent of the weight shift; a deployment: the new revision's percent of "
                                            "its requests (100: promote, the rolling update goes on).",
