@@ -129,6 +129,7 @@ def test_the_example_is_valid_and_gates_both_kinds_of_change():
     loaded = load_file(ROOT / "examples" / "progressive.yaml", default_inventory())
     assert loaded.report.ok and loaded.report.findings == [], str(loaded.report)
     chat = loaded.stack.services[0]
+    assert chat.key == "assistant"  # not the tour's `chat`: applying it leaves the quickstart alone
     assert chat.traffic.progressive.steps == [5, 25, 50, 100]
     assert chat.deployment("stable").progressive.steps == [10, 50, 100]
     assert [f.rule for f in validate_stack(loaded.data, base_inventory=default_inventory(), advice=True).report.findings] == []
