@@ -137,3 +137,16 @@ def test_direct_calls_and_header_rules_are_unaffected_by_a_shift(platform):
         split = [http.post("/v1/predict", json={"input": "x"}) for _ in range(10)]
     assert {r.headers["x-inferstack-deployment"] for r in direct + ruled} == {"canary"}
     assert {r.headers["x-inferstack-deployment"] for r in split} == {"stable"}
+
+
+def test_status_shows_the_declared_and_the_live_weights_and_why(platform):
+    from typer.testing import CliRunner
+
+    from inferstack.cli import app
+
+    shown = CliRunner().invoke(app, ["status", "bad"], env={"INFERSTACK_DATA_DIR": str(platform.data_dir),
+                                                            "INFERSTACK_URL": None, "COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "0, live 100" in shown.stdout and "100, live 0" in shown.stdout  # stable, canary: declared, live
+    assert "traffic: release RolledBack, step 1 of 3 (10 %): weights canary 0, stable 100" in shown.stdout
+    assert "canary: error rate" in shown.stdout
