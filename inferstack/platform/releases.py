@@ -452,8 +452,8 @@ class ReleaseManager:
         sample = Sample.of(answer)
         at = time.monotonic()
         for run in armed:
-            if run.state.get("phase") != PROGRESSING or run.armed_at is None:
-                continue
+            if self.runs.get(run.obj) is not run or run.state.get("phase") != PROGRESSING or run.armed_at is None:
+                continue  # superseded (a newer change) or settled while the totals were read
             if isinstance(run, CanaryRedeploy):
                 self._note_revisions(run)
             if run.start is None or run.start.source != sample.source:

@@ -131,8 +131,9 @@ def policy_findings(policy: Progressive, path: str, *, redeploy: bool) -> Iterat
     steps = policy.steps
     increasing = all(b > a for a, b in pairwise(steps))
     if not steps or not increasing or steps[-1] != 100 or (redeploy and len(steps) < 2):
-        what = ("has no step below 100 (a canary needs at least one, e.g. [10, 100])" if redeploy and steps == [100]
-                else "does not end at 100" if increasing and steps else "does not increase strictly")
+        what = ("is empty" if not steps
+                else "has no step below 100 (a canary needs at least one, e.g. [10, 100])" if redeploy and
+                steps == [100] else "does not end at 100" if increasing else "does not increase strictly")
         yield _finding("progressive.steps_increasing", f"{path}.steps", list(steps),
                        f"steps {[_num(s) for s in steps]} {what}: give strictly increasing percentages ending at 100")
     if not policy.gates.any():

@@ -25,6 +25,7 @@ class Gateway:
     def __init__(self) -> None:
         self.totals: dict[str, list[int]] = {}
         self.pid = 1
+        self.while_reading = None  # what happens on the platform while the totals are read
 
     def serve(self, deployment: str, requests: int, failures: int = 0) -> None:
         t = self.totals.setdefault(deployment, [0, 0])
@@ -32,6 +33,9 @@ class Gateway:
         t[1] += failures
 
     async def windows(self, services: list[str]) -> dict[str, Any]:
+        if self.while_reading is not None:
+            self.while_reading, happen = None, self.while_reading
+            happen()
         return {"pid": self.pid, "started": 1, "instances": [
             {"service": "chat", "deployment": d, "instance": f"{d}-1", "requests": r, "failures": f,
              "latency": {"100": r}} for d, (r, f) in self.totals.items()]}
@@ -190,3 +194,16 @@ def test_a_gateway_restart_within_a_window_starts_it_again(harness: Harness):
     asyncio.run(asyncio.sleep(0.02))
     asyncio.run(harness.manager.tick())
     assert harness.traffic()["release"]["step"] == 2
+
+
+def test_a_change_written_while_the_totals_are_read_is_not_overwritten_by_the_old_release(harness: Harness):
+    harness.shift((0, 100))
+    harness.publish()
+    asyncio.run(harness.manager.tick())  # the window of step 1 is open
+    harness.gateway.serve("canary", 20, 20)  # the old release would fail and roll back on these...
+    harness.gateway.while_reading = lambda: harness.shift((20, 80))  # ...but a new generation arrives meanwhile
+    asyncio.run(asyncio.sleep(0.02))
+    asyncio.run(harness.manager.tick())
+    release = harness.traffic()["release"]
+    assert release["phase"] == "Progressing" and release["to"] == {"stable": 20.0, "canary": 80.0}
+    assert release["from"] == {"stable": 90.0, "canary": 10.0} and release["step"] == 1
