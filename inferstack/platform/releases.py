@@ -293,7 +293,8 @@ class ReleaseManager:
                 patch["release"] = {**release, "phase": SUPERSEDED, "finished_at": now(),
                                     "reason": f"generation {row.generation} declares the weights that are live: "
                                               f"nothing to shift"}
-            self._write_traffic(svc, patch)
+            if any(status.get(k) != v for k, v in patch.items()):
+                self._write_traffic(svc, patch)
             return
         start, end = shares(live, keys), shares(desired, keys)
         state: dict[str, Any] = {
