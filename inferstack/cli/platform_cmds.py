@@ -30,7 +30,7 @@ from .app import (
 )
 from .capacity_view import print_placements
 from .output import cell_separator, finding_text, lines, plan_text, print_json, print_table, table
-from .rollout import Outcome, follow, say_outcome
+from .rollout import Outcome, follow, release_line, say_outcome
 from .spec_cmds import Format, load_stack, print_unreadable, require_stack
 
 if TYPE_CHECKING:  # imported where used: `validate`, `render` and `plan --against` start without httpx
@@ -221,13 +221,18 @@ def apply(
                                               "the platform runs instances.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", help="Seconds to follow the "
                                                                                 "rollout.")] = 300.0,
+    retry_release: Annotated[bool, typer.Option("--retry-release", help="Try the file's failed progressive "
+                                                "releases again (a traffic shift or canary redeploy that rolled back "
+                                                "or paused), without another change of the spec.")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Apply FILE in one transaction, then follow the rollout.
 
     Shows the plan, writes it, then prints each change of the rollout (one timestamped line per change; a live table
-    on a terminal) until every changed service is Ready. Ctrl-C stops following only: what was written stays, and
-    the rollout goes on."""
+    on a terminal) until every changed service is Ready — a progressive release until it succeeded or failed (then
+    exit 3 with the gate that failed). Applying the same file again does not retry a failed release (it is followed,
+    and reported, again); `--retry-release` does. Ctrl-C stops following only: what was written stays, and the
+    rollout goes on."""
     data, root = _read_stack(file)
     with _client(data_dir) as client:
         result = _apply(client, file, root, data, dry_run=False)
@@ -239,12 +244,40 @@ def apply(
             wait = bool(client.health().get("runtime"))
         services = sorted({c["object"].split("/")[1] for c in result["changed"]
                            if c["object"].startswith("services/") and c["action"] != "delete"})
+        services = sorted({*services, *_failed_releases(client, data, retry_release, quiet=fmt is Format.json)})
         if wait and services:
             outcome = follow(client, services, timeout, quiet=fmt is Format.json)
             if not outcome.ok:
                 say_outcome(outcome, services, timeout)
                 raise typer.Exit(EXIT_INTERRUPTED if outcome.outcome is Outcome.INTERRUPTED else EXIT_NOT_READY)
     raise typer.Exit(EXIT_OK)
+
+
+def _failed_releases(client: PlatformClient, data: Any, retry: bool, quiet: bool) -> list[str]:
+    """The file's services with a failed progressive release (followed, so the failure is reported again); with
+    `retry`, another attempt of each is asked first."""
+    from ..targets.local.client import PlatformError
+
+    keys = [s.get("key") or s.get("name") for s in (data.get("services") or []) if isinstance(s, dict)] \
+        if isinstance(data, dict) else []
+    found = []
+    for svc in [k for k in keys if isinstance(k, str)]:
+        try:
+            failed = client.failed_releases(svc)
+        except PlatformError:
+            continue  # not there (a dry run, or deleted meanwhile)
+        for dep, release in failed:
+            what = f"{svc}/{dep or 'traffic'}"
+            if retry:
+                client.retry_release(svc, dep)
+                line = f"retrying the release of {what} (it {release.get('phase')}: {release.get('reason')})"
+            else:
+                line = (f"{what}: its release {release.get('phase')} ({release.get('reason')}); applying the same "
+                        f"spec does not retry it — change the spec, raise progressive.retry, or add --retry-release")
+            if not quiet:
+                err_console.print(Text.assemble(("release", "yellow"), f" {line}"), soft_wrap=True)
+            found.append(svc)
+    return found
 
 
 def _print_applied(result: dict) -> None:
@@ -435,6 +468,8 @@ def _service_details(svc: dict, deps: list[dict], traffic: dict) -> None:
     tspec = traffic["spec"]
     weights = tspec.get("weights") or {}
     total = sum(weights.values())
+    live = traffic["status"].get("live_weights") if tspec.get("progressive") else None
+    live_total = sum(v for v in live.values() if isinstance(v, (int, float))) if isinstance(live, dict) else 0
     out = table("Deployment", "Queue / spec", "Replicas des/rdy/upd", "Gen", "Conditions", "Weight",
                 title="Deployments")
     for dep in deps:
@@ -446,6 +481,8 @@ def _service_details(svc: dict, deps: list[dict], traffic: dict) -> None:
         if tspec.get("strategy") == "weighted":
             share = weights.get(key, 0)
             weight = f"{share:g}" + (f" ({share / total:.0%})" if total and total != 100 else "")
+            if live_total and total and abs(live.get(key, 0) / live_total - share / total) >= 0.0001:
+                weight += f", live {100 * live.get(key, 0) / live_total:g}"  # a progressive release moves it
         else:
             weight = "per instance"
         name = Text(key) if ds["name"] == key else Text.assemble(key, cell_separator(), (ds["name"], "dim"))
@@ -464,9 +501,16 @@ def _service_details(svc: dict, deps: list[dict], traffic: dict) -> None:
         extras.append(f"mirror {tspec['mirror']['percent']:g}% → {tspec['mirror']['deployment']}")
     if tspec.get("consistent_hash"):
         extras.append(f"consistent hash on {tspec['consistent_hash']['header']}")
+    if tspec.get("progressive"):
+        steps = tspec["progressive"].get("steps") or []
+        extras.append(f"progressive in steps of {', '.join(f'{x:g}' for x in steps)} %")
     console.print(Text.assemble(f"traffic: {tspec.get('strategy')}, timeout {tspec.get('timeout_s'):g}s, retries "
                                 f"{tspec.get('retries')}, generation ", _gen(traffic),
                                 "".join(f"; {e}" for e in extras)), soft_wrap=True)
+    for what, obj in [("traffic", traffic), *((d["metadata"]["key"], d) for d in deps)]:
+        line = release_line(obj)
+        if line:
+            console.print(f"{what}: {line}", highlight=False, markup=False, soft_wrap=True)
     print_placements(console, deps)
 
 

@@ -99,6 +99,33 @@ def failure(obj: dict[str, Any]) -> str | None:
     return None
 
 
+def release_of(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The object's progressive release of its current generation (status `release`), or None."""
+    release = obj.get("status", {}).get("release")
+    generation = obj.get("metadata", {}).get("generation")
+    return release if isinstance(release, dict) and release.get("generation") == generation else None
+
+
+def release_line(obj: dict[str, Any]) -> str | None:
+    """`release Progressing, step 2 of 3 (50 %): weights stable 50, canary 50` — what a release is doing."""
+    release = release_of(obj)
+    if release is None:
+        return None
+    steps = release.get("steps") or []
+    step = int(release.get("step") or 0)
+    text = f"release {release.get('phase')}, step {step} of {len(steps)}"
+    if 0 < step <= len(steps):
+        text += f" ({steps[step - 1]:g} %)"
+    weights = release.get("weights")
+    if isinstance(weights, dict):
+        text += ": weights " + ", ".join(f"{k} {float(v):g}" for k, v in weights.items())
+    elif release.get("share") is not None:
+        text += f": revision {release.get('revision')} takes {float(release['share']):g} %"
+    if release.get("reason"):
+        text += f"; {_show(release['reason'])}"
+    return text
+
+
 def _scalars(record: dict[str, Any], skip: frozenset[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in _VOLATILE and k not in skip
             and (v is None or isinstance(v, (str, int, float, bool)))}
@@ -182,6 +209,9 @@ class _Seen:
 def _changes(key: str, dep: dict[str, Any], seen: _Seen, first: bool) -> Iterator[str]:
     """The progress lines of one deployment since the last read (none when nothing changed)."""
     summary = deployment_summary(dep)
+    line = release_line(dep)
+    if line:
+        summary += f"; {line}"
     if seen.summaries.get(key) != summary:
         seen.summaries[key] = summary
         yield f"{key}: {summary}"
@@ -245,7 +275,16 @@ def follow(client: PlatformClient, services: list[str], timeout: float, quiet: b
                 for svc in services:
                     traffic = client.get_traffic(svc)
                     result.generations[f"{svc}/traffic"] = traffic["metadata"]["generation"]
-                    done = done and observed(client.get_service(svc)) and observed(traffic)
+                    # Ready, not only observed: a progressive traffic shift is observed at its first step
+                    done = done and observed(client.get_service(svc)) and observed(traffic) and \
+                        (is_ready(traffic) or not release_of(traffic))
+                    problem = failure(traffic)
+                    if problem:
+                        result.problems.append(f"{svc}/traffic: {problem}")
+                    line = release_line(traffic)
+                    if line and not quiet and seen.summaries.get(f"{svc}/traffic") != line:
+                        seen.summaries[f"{svc}/traffic"] = line
+                        out.print(f"{clock()} {svc}/traffic: {line}", highlight=False, markup=False, soft_wrap=True)
                     for dep in client.list_deployments(svc):
                         key = f"{svc}/{dep['metadata']['key']}"
                         result.generations[key] = dep["metadata"]["generation"]

@@ -48,6 +48,7 @@ from .normalise import (
     service_public,
     traffic_data,
 )
+from .release import kubernetes_release_warnings, live_release_warnings, redeploy_release, traffic_release
 from .rollout import full_outage_warning, ignored_replicas_warnings, impacts, redeploy_reasons, roles_by_name
 
 INVENTORY_ORDER = ("vpcs", "resource_groups", "compute_specs", "images", "queues", "subnets", "security_groups")
@@ -225,6 +226,7 @@ def _service_changes(old: Service | None, new: Service, context: PlanContext) ->
                 if pending and dkey == DEFAULT_KEY else None
             change = _with_rollout(change, before, dep, context, key, trigger)
         if change:
+            redeploy_release(change, dep)
             changes.append(change)
     keys = new.deployment_keys()  # both sides normalised over the deployments as they will be
     new_traffic = _traffic_side(new.traffic, keys)
@@ -235,6 +237,9 @@ def _service_changes(old: Service | None, new: Service, context: PlanContext) ->
                          properties=traffic.properties if traffic else [], replace_paths=list(forced_by),
                          old=old.traffic.to_public(), new=new.traffic.to_public(), target=new_traffic)
     if traffic:
+        live = (context.releases.get(f"{key}/traffic") or {}).get("live_weights")
+        if context.target != "kubernetes":  # a cluster applies weights at once (warned: plan/release.py)
+            traffic_release(traffic, new, live if isinstance(live, dict) else None)
         changes.append(traffic)
     kept = set(new.deployment_keys())
     changes.extend(_deleted(key, d) for k, d in old_deps.items() if k not in kept)
@@ -294,7 +299,9 @@ def diff(old: StackFile | None, new: StackFile | None, context: PlanContext | No
     changes.extend(late)
     if context.target == "kubernetes":
         kubernetes_warnings(changes, old, new)
+        kubernetes_release_warnings(changes, new_services)
     warnings = [w for c in changes for w in c.warnings]
+    warnings += live_release_warnings(context, list(new_services.values()), changes)
     for key, svc in new_services.items():
         before = old_services.get(key)
         old_deps = {key_of_deployment(d): d for d in before.deployments} if before else {}

@@ -42,6 +42,9 @@ class PlanContext:
     """Services the stacks do not hold that share their queues (the platform's others), for capacity."""
     instances: dict[tuple[str, str, str], list[LiveInstance]] = field(default_factory=dict)
     """(service key, deployment key, role name) -> its running instances and their placements, oldest first."""
+    releases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """`<service>/traffic` or `<service>/<deployment>` -> the live progressive release of that object (its status'
+    `release`, plus `live_weights` for traffic): what the plan says is live where it differs from the declared."""
 
 
 @dataclass
@@ -104,6 +107,8 @@ class Change:
     legacy_conversion: str | None = None
     """For `Default` of a legacy service this change converts: why (`first added deployment 'canary'`, `first edit
     of Default`). It redeploys once, whatever changed; the platform records the service as converted."""
+    release: str | None = None
+    """How the change is released when a progressive policy gates it (a traffic shift in steps, a canary redeploy)."""
     target: Any = field(default=None, repr=False, compare=False)
     """The desired object (model and normalised data) for `apply_plan`. Never rendered: it may hold secrets."""
 
@@ -122,7 +127,7 @@ class Change:
             "replace_paths": list(self.replace_paths),
             "redeploy": [r.to_dict() for r in self.redeploy],
             "old": self.old, "new": self.new, "warnings": list(self.warnings),
-            "legacy_conversion": self.legacy_conversion,
+            "legacy_conversion": self.legacy_conversion, "release": self.release,
         }
 
 

@@ -69,6 +69,8 @@ def _change_lines(change: Change) -> list[str]:
     for r in change.redeploy:
         out.append(f"      redeploys role {r.role} ({', '.join(r.reasons)}): {r.replicas} instance(s), up to {r.dip} "
                    f"unavailable and {r.surge} extra at once")
+    if change.release:
+        out.append(f"      progressive: {change.release}")
     if change.action in ("update", "replace") and not change.redeploy and change.kind == "deployment":
         out.append("      no redeploy: running instances are kept")
     return out

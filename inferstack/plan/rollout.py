@@ -5,12 +5,15 @@ applies to running instances. What that is depends on the target:
 
 - **local** (the embedded platform): the replica count, autoscaling bounds, the rolling update policy itself, the
   graceful shutdown period, priority (scheduling order), the display name, `accept_traffic` and the entry role
-  (gateway routing), and the security group (enforced at the gateway / network, not in the instance).
+  (gateway routing), the security group (enforced at the gateway / network, not in the instance), and the
+  progressive policy (how the next redeploy is released).
 - **kubernetes**: a Deployment replaces its pods whenever the pod template changes. The graceful period
   (`terminationGracePeriodSeconds`), priority (`priorityClassName`), `accept_traffic` and the entry role (the
   `inferstack.io/traffic` pod label) are in the template, so they redeploy there; the replica count, autoscaling, the
   rolling update (the Deployment's strategy and its PodDisruptionBudget), the display name (an annotation of the
-  Deployment), the security group (a NetworkPolicy) and the subnet (not rendered) are not.
+  Deployment), the security group (a NetworkPolicy) and the subnet (not rendered) are not. Adding or removing a
+  deployment's progressive policy redeploys there: Flagger's Canary takes the Deployment over (its pods get the
+  `app` label Flagger selects on, and it runs them as `<name>-primary`) or hands it back.
 
 Anything else — image, model, command, env, compute spec, probes, mounts, ports, queue, idle resources, NUMA
 affinity, inference mode — redeploys on both: an unknown field redeploys too, because saying "no impact" wrongly is
@@ -23,7 +26,7 @@ from inferstack.spec import DEFAULT_NAME, Deployment, Role
 from .model import PlanContext, PropertyChange, RoleImpact
 
 NO_REDEPLOY = frozenset({"name", "replicas", "autoscaling", "rolling_update", "graceful_shutdown_s", "priority",
-                         "accept_traffic", "security_group"})
+                         "accept_traffic", "security_group", "progressive"})
 """Deployment-level (and standard-mode role) fields whose change does not replace instances (local target)."""
 ROLE_NO_REDEPLOY = frozenset({"replicas", "autoscaling", "rolling_update", "entry"})
 """Fields of a multi-role deployment's role whose change does not replace instances (local target)."""

@@ -275,6 +275,8 @@ class Platform:
             holds = []
             if traffic.weights.get(key, 0) > 0 and len(state.deployments) > 1:
                 holds.append(f"weight {traffic.weights[key]:g}")
+            elif (live := _live_weight(self.store.get(TRAFFIC, svc, svc), key)) > 0 and len(state.deployments) > 1:
+                holds.append(f"live weight {live:g} (a progressive release has not moved it yet, or rolled back)")
             holds += [f"header rule {i}" for i, r in enumerate(traffic.header_rules) if r.deployment == key]
             if traffic.mirror and traffic.mirror.deployment == key:
                 holds.append("mirror")
@@ -396,7 +398,8 @@ class Platform:
         _canonical(new, services)
         context = PlanContext(inventory=new.inventory_model(), current_replicas=old.replicas,
                               converted={k for k, s in old.services.items() if s.converted},
-                              others=old.sharing_capacity(services, new), instances=old.instances)
+                              others=old.sharing_capacity(services, new), instances=old.instances,
+                              releases=old.releases)
         plan = diff(old.stack(services, inventory), new.stack(services, inventory), context)
         ops = _row_ops(plan, old, new, services, forced)
         warnings = [f.to_dict() for f in report.findings if f.severity.value == "warning"
@@ -435,6 +438,13 @@ class Platform:
             if warnings:
                 body["warnings"] = warnings
         return Outcome(201 if created else 200, body, touched)
+
+
+def _live_weight(traffic: Row | None, key: str) -> float:
+    """A deployment's weight at the gateway when a progressive release routes other weights than declared."""
+    live = traffic.status.get("live_weights") if traffic is not None and traffic.spec.get("progressive") else None
+    value = live.get(key, 0) if isinstance(live, dict) else 0
+    return float(value) if isinstance(value, (int, float)) else 0.0
 
 
 def _require_object(body: Any, path: str) -> dict[str, Any]:

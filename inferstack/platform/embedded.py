@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
+from . import release_api
 from .autoscaler import Autoscaler
 from .gateway.process import GatewayUnavailable
 from .gateway.supervisor import GatewaySupervisor
@@ -138,5 +139,6 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
         Route("/v1/services/{key}/deployments/{dkey}/logs", logs, methods=["GET"]),
         Route("/v1/services/{key}/keys", reveal_key, methods=["GET"]),
         Route("/v1/services/{key}/keys/rotate", rotate_key, methods=["POST"]),
+        *release_api.routes(platform),
     ])
     return reconciler

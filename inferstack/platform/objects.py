@@ -24,6 +24,9 @@ from inferstack.spec import (
 SERVICE = "service"
 DEPLOYMENT = "deployment"
 TRAFFIC = "traffic"
+STABLE_REVISION = "stable_revision"
+"""Private rows (never served by the API): the spec of the revision a canary redeploy measures against and rolls back
+to, kept per deployment (parent the service) while a release needs it (`canary.py`)."""
 
 # A service's own fields: what `PUT /v1/services/{key}` carries (deployments and traffic have their own objects).
 SERVICE_FIELDS: tuple[str, ...] = ("name", "key", "description", "resource_group", "vpc", "network_type", "ports",
@@ -74,6 +77,8 @@ def object_path(kind: str, key: str, parent: str = "") -> str:
         return f"services/{parent}/deployments/{key}"
     if kind == TRAFFIC:
         return f"services/{parent}/traffic"
+    if kind == STABLE_REVISION:
+        return f"services/{parent}/deployments/{key}/stable-revision"
     return f"{INVENTORY_BY_FIELD[kind].url}/{key}"
 
 
@@ -81,7 +86,7 @@ def owning_service(kind: str, key: str, parent: str = "") -> str:
     """Key of the service an object belongs to ('' for inventory objects)."""
     if kind == SERVICE:
         return key
-    return parent if kind in (DEPLOYMENT, TRAFFIC) else ""
+    return parent if kind in (DEPLOYMENT, TRAFFIC, STABLE_REVISION) else ""
 
 
 # --- conditions ------------------------------------------------------------------------------------------------

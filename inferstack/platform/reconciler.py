@@ -26,15 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inferstack.spec import Deployment, Inventory, Role, Service
+from inferstack.spec import STANDARD_ROLE, Deployment, Inventory, Role, Service
 
 from ..images import PRESET_IMAGES, UPSTREAM_TOKEN_ENV
 from . import retention
+from .canary import CanaryRollouts
 from .conditions import Routing, deployment_conditions, role_summary
 from .gateway.process import GatewayUnavailable, SnapshotRejected
 from .keys import InvocationKeys
 from .objects import object_path
 from .placement import PlacementBook
+from .release_status import current, release_conditions
+from .releases import ReleaseManager
 from .routing_book import RoutingBook
 from .routing_status import RoutingStatus
 from .runtime import (
@@ -118,6 +121,11 @@ class Reconciler:
         self.routing = RoutingBook(store)
         # The capacity scheduler: where every instance may run (placement.py).
         self.capacity = PlacementBook(store, self.controllers, on_status=self._write_status)
+        # Progressive releases: traffic shifts and canary redeploys (releases.py, canary.py).
+        self.releases = ReleaseManager(store, windows=self._gateway_windows, routing_changed=self._release_routed,
+                                       deployment_changed=self._write_status,
+                                       controllers=lambda svc, dep: self.controllers.get((svc, dep, STANDARD_ROLE)))
+        self.canaries = CanaryRollouts(store, self.releases)
 
     # --- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -137,12 +145,14 @@ class Reconciler:
             strays = []
         services = [key for _, key, _ in self.store.scan(SERVICE)]
         self.capacity.expect(services)
+        self.releases.load()  # held canaries' revision splits are routed from the first snapshot on
         for key in services:
             self._enqueue(key)
         self._tasks = [asyncio.create_task(self._worker(), name="reconciler"),
                        asyncio.create_task(self._publisher(), name="gateway-publisher"),
                        asyncio.create_task(self.capacity.tick_forever(), name="capacity-scheduler"),
-                       asyncio.create_task(self._janitor(), name="retention")]
+                       asyncio.create_task(self._janitor(), name="retention"),
+                       asyncio.create_task(self.releases.run_forever(), name="releases")]
         if strays:
             self._tasks.append(asyncio.create_task(self._stop_strays(strays), name="strays"))
 
@@ -263,11 +273,13 @@ class Reconciler:
             self._publish_wanted.set()
             return
         desired: set[RoleKey] = set()
+        dep_keys: list[str] = []
         if service is not None:
             inventory = self._inventory()
             self.capacity.set_inventory(inventory)
             self.keys.ensure(service_key)
             for _, dep_key, dep_row in self.store.scan(DEPLOYMENT, parent=service_key):
+                dep_keys.append(dep_key)
                 try:
                     if isinstance(dep_row, ValueError):
                         raise dep_row
@@ -289,9 +301,15 @@ class Reconciler:
             self._applied.pop(key, None)
             self._problems.pop(key, None)
             self.routing_status.forget(*key)
+        for dep in {k[1] for k in gone} - set(dep_keys):
+            self.releases.forget(service_key, dep)
+            self.canaries.forget(service_key, dep)
         if svc_row is None:
+            self.releases.forget(service_key)
+            self.canaries.forget(service_key)
             self.routing_status.forget(service_key)
         else:
+            self.releases.traffic_changed(service_key, dep_keys, self.routing.routed_weights(service_key))
             self.routing_status.refresh(service_key)  # new generations are pending until the gateway routes them
         self.capacity.converged(service_key)
         self.capacity.run()
@@ -363,8 +381,18 @@ class Reconciler:
             ru = role.rolling_update
             want = self._replicas(role, row)
             self.capacity.demand(key, deployment, role, want, service_uid=service_uid, order=row.created_at)
-            self._controller(key, row.uid).set_desired(
-                template, self.capacity.replicas(key, want), RollingUpdate(ru.max_surge, ru.max_unavailable))
+            controller = self._controller(key, row.uid)
+            rolling, replicas = RollingUpdate(ru.max_surge, ru.max_unavailable), self.capacity.replicas(key, want)
+            if multi:
+                controller.set_desired(template, replicas, rolling)
+                continue
+
+            def build(spec: dict[str, Any]) -> RoleTemplate:
+                kept = Deployment.model_validate(spec)
+                return self._template(service, kept, kept.entry_role(), self._image_argv(kept, inventory), redeploy,
+                                      endpoints_file, multi, row.uid)
+
+            self.canaries.converge(svc_key, deployment, row, template, controller, replicas, rolling, build)
         self._applied[(svc_key, dep_key)] = applied
         self._write_status(svc_key, dep_key)
         return keys
@@ -528,10 +556,10 @@ class Reconciler:
         status["roles"] = roles_status
         held_back = "; ".join(f"{r}: {note}" for r in roles_status
                               if (note := self.capacity.pending_note((svc_key, dep_key, r))))
-        status["conditions"] = deployment_conditions(
+        status["conditions"] = release_conditions(deployment_conditions(
             list(status.get("conditions") or []), generation=row.generation, observed=observed, roles=role_states,
             revisions_current=revisions_current, problem=self._problems.get((svc_key, dep_key)), routing=routing,
-            pending=held_back)
+            pending=held_back), current(status.get("release"), row.generation), observed)
         if status != row.status:
             self.store.write_status(DEPLOYMENT, dep_key, status, parent=svc_key, event=None)
 
@@ -597,16 +625,30 @@ class Reconciler:
             self._record_listeners(result.get("listeners") or {})
             self.routing.mark_status()  # first: a service's Ready reads the Degraded condition it writes
             self._observe_routing(snapshot)
+            self.releases.acknowledged(snapshot)  # a release step's window opens once the gateway routes it
 
     def snapshot(self, version: int) -> dict[str, Any]:
         """The routing snapshot of `version`: every service built on its own (see `RoutingBook`), with the ready
         instances of each role, minus those being withdrawn."""
         ready: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
         for (svc, dep, role), controller in self.controllers.items():
-            ready.setdefault((svc, dep), {})[role] = [{"id": r.id, "host": r.host, "port": r.port}
+            ready.setdefault((svc, dep), {})[role] = [{"id": r.id, "host": r.host, "port": r.port,
+                                                       "revision": r.revision}
                                                       for r in controller.ready_instances()
                                                       if r.id not in self._withdrawn]
-        return self.routing.build(version, lambda svc, dep: ready.get((svc, dep), {}), self.keys.hashes())
+        return self.routing.build(version, lambda svc, dep: ready.get((svc, dep), {}), self.keys.hashes(),
+                                  self.releases.revision_weights)
+
+    async def _gateway_windows(self, services: list[str]) -> dict[str, Any]:
+        """The gateway's per-instance totals for release gates (GatewayUnavailable without a gateway)."""
+        if self.gateway is None:
+            raise GatewayUnavailable("no gateway runs: releases cannot read metrics")
+        return await self.gateway.awindows(services)
+
+    def _release_routed(self, svc: str) -> None:
+        """A release changed what must be routed (weights, revision shares) or its status: publish, say so."""
+        self.routing_status.refresh(svc)
+        self._publish_wanted.set()
 
     def health(self) -> dict[str, Any]:
         """The runtime's parts for `/healthz`: the gateway's supervision state (`ok` false while it is down)."""

@@ -3,7 +3,9 @@
 A service's routing entry is made of parts, each built from one stored object:
 
     service part      services/<key>                     network type, logical ports (+ the ports they are bound to)
-    traffic part      services/<key>/traffic             the split (no traffic object yet: the default split)
+    traffic part      services/<key>/traffic             the split (no traffic object yet: the default split; with a
+                                                         progressive policy, the weights of the release's step:
+                                                         `status.live_weights`)
     deployment parts  services/<key>/deployments/<dkey>  accept_traffic, entry role, security-group sources
 
 plus observed state that is never "built": the ready instances of each deployment's entry role and the service's
@@ -44,6 +46,11 @@ log = logging.getLogger("inferstack.routing")
 
 NOT_BUILT = "RoutingNotBuilt"
 ReadyByRole = Callable[[str, str], dict[str, list[dict[str, Any]]]]  # (service, deployment) → role → instances
+RevisionWeights = Callable[[str, str], dict[str, float] | None]  # (service, deployment) → revision → weight
+
+
+def _no_split(svc: str, dep: str) -> None:
+    return None
 
 
 class PartError(Exception):
@@ -190,8 +197,16 @@ class RoutingBook:
 
     # --- building ----------------------------------------------------------------------------------------------------
 
-    def build(self, version: int, ready: ReadyByRole, key_hashes: dict[str, list[str]]) -> dict[str, Any]:
-        """The snapshot for `version`: every service that has an entry, each built in isolation."""
+    def routed_weights(self, key: str) -> dict[str, float] | None:
+        """The weights of the traffic part the gateway last acknowledged for a service (None: none yet)."""
+        part = self._traffic.get(key)
+        weights = part.traffic.get("weights") if part is not None else None
+        return dict(weights) if isinstance(weights, dict) else None
+
+    def build(self, version: int, ready: ReadyByRole, key_hashes: dict[str, list[str]],
+              revision_weights: RevisionWeights | None = None) -> dict[str, Any]:
+        """The snapshot for `version`: every service that has an entry, each built in isolation. `revision_weights`:
+        a deployment's split by revision while a canary redeploy holds it (the release manager's)."""
         groups = self._security_groups()
         traffic = {parent: row for parent, _, row in self.store.scan(TRAFFIC)}
         deployments: dict[str, list[tuple[str, Row | ValueError]]] = {}
@@ -200,7 +215,7 @@ class RoutingBook:
         services, pending = [], {}
         for _, key, row in self.store.scan(SERVICE):
             built = self._build_service(key, version, (row, traffic.get(key), deployments.get(key, [])), ready,
-                                        key_hashes, groups)
+                                        key_hashes, groups, revision_weights or _no_split)
             pending[key] = built
             if built.entry is not None:
                 services.append(built.entry)
@@ -253,7 +268,7 @@ class RoutingBook:
     def _build_service(self, key: str, version: int, rows: tuple[Row | ValueError, Row | ValueError | None,
                                                                  list[tuple[str, Row | ValueError]]],
                        ready: ReadyByRole, key_hashes: dict[str, list[str]],
-                       groups: dict[str, list[dict[str, Any]] | str]) -> _Built:
+                       groups: dict[str, list[dict[str, Any]] | str], revision_weights: RevisionWeights) -> _Built:
         """One service's entry from its rows (service, traffic or None, deployments); see the module docstring."""
         svc_row, traffic_row, dep_rows = rows
         problems: list[str] = []
@@ -317,7 +332,8 @@ class RoutingBook:
             "allowed_sources": sources,
             "upstream_token": self.upstream_token(key),
             "traffic": traffic.traffic,
-            "deployments": [self._deployment_entry(dep, ready(key, dkey)) for dkey, dep in deployments.items()],
+            "deployments": [self._deployment_entry(dep, ready(key, dkey), revision_weights(key, dkey))
+                            for dkey, dep in deployments.items()],
         }
         return built
 
@@ -351,11 +367,15 @@ class RoutingBook:
     def _traffic_part(self, key: str, row: Row | ValueError | None) -> _TrafficPart:
         def parse(spec: dict[str, Any]) -> dict[str, Any]:
             traffic = Traffic.model_validate(spec).to_data()
+            traffic.pop("progressive", None)  # how the weights move is the release manager's, not the gateway's
             json.dumps(traffic, allow_nan=False)  # what the model made of it is finite too
             return wire.Traffic.model_validate(traffic).model_dump(mode="json")
 
         path = object_path(TRAFFIC, key, key)
         spec = _spec(row, path) if row is not None else {}  # no traffic object yet: the default split
+        live = row.status.get("live_weights") if isinstance(row, Row) else None
+        if spec.get("progressive") is not None and isinstance(live, dict):
+            spec = {**spec, "weights": live}  # a progressive release routes the weights of the step it reached
         return _TrafficPart(self._parsed(path, spec, parse), _generation(row) if row is not None else 0)
 
     def _deployment_part(self, key: str, dkey: str, row: Row | ValueError,
@@ -373,13 +393,17 @@ class RoutingBook:
         return _DeploymentPart(dkey, accept_traffic, entry_role, list(sources), _generation(row))
 
     @staticmethod
-    def _deployment_entry(dep: _DeploymentPart, by_role: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    def _deployment_entry(dep: _DeploymentPart, by_role: dict[str, list[dict[str, Any]]],
+                          revisions: dict[str, float] | None) -> dict[str, Any]:
         if dep.entry_role is not None:
             instances = list(by_role.get(dep.entry_role, []))
         else:  # seeded: the role is unknown; keep the instances the gateway had that are still ready
             ready = {i["id"]: i for role in by_role.values() for i in role}
             instances = [ready[i["id"]] for i in dep.instances if i["id"] in ready]
-        return {"key": dep.key, "accept_traffic": dep.accept_traffic, "instances": instances}
+        entry = {"key": dep.key, "accept_traffic": dep.accept_traffic, "instances": instances}
+        if revisions:
+            entry["revision_weights"] = dict(revisions)
+        return entry
 
     def _security_groups(self) -> dict[str, list[dict[str, Any]] | str]:
         """Each security group's allowed sources (tcp rules) by name; one that cannot be read maps to the reason

@@ -19,6 +19,7 @@ Service and traffic conditions (the deployment's are in ``conditions.py``):
 | service | Ready | False | the reason of a ``Degraded`` condition another controller set | its routing cannot be built (it is not written here) |
 | service | Progressing | True / False | RoutingPending / Routed | its current generation is not / is routed |
 | traffic | Ready | True / False | Routed / RoutingPending | the gateway routes its current generation / not yet |
+| traffic | Ready, Progressing, Degraded | | ReleaseProgressing / ReleaseRolledBack / ReleasePaused | a progressive release of its current generation is under way or failed (`release_status.py`) |
 
 One object that cannot be read or parsed costs only its own status: it is logged and skipped.
 """
@@ -33,6 +34,7 @@ from inferstack.spec import Traffic
 
 from .gateway import snapshot as wire
 from .objects import condition, get_condition, object_path, set_condition
+from .release_status import current, pending_shift, release_conditions
 from .store import Store
 
 log = logging.getLogger("inferstack.routing")
@@ -205,6 +207,10 @@ class RoutingStatus:
                        condition("Progressing", True, "RoutingPending", message, gen))
         for new in updates:
             conditions = set_condition(conditions, new)
+        if routed:  # a progressive release of this generation decides Ready until it settles (release_status.py)
+            release = current(status.get("release"), row.generation) or pending_shift(row.spec, status,
+                                                                                          row.generation)
+            conditions = release_conditions(conditions, release, gen)
         patch: dict[str, Any] = {"conditions": conditions}
         if routed:
             patch["observed_generation"] = row.generation
@@ -217,8 +223,10 @@ def _same_traffic(routed: Any, spec: dict[str, Any]) -> bool:
     differs only in defaults or number formatting compares equal)."""
     if not isinstance(routed, dict):
         return False
+    declared = Traffic.model_validate(spec).to_data()
+    declared.pop("progressive", None)  # the gateway never sees how weights move
     return (wire.Traffic.model_validate(routed).model_dump(mode="json")
-            == wire.Traffic.model_validate(Traffic.model_validate(spec).to_data()).model_dump(mode="json"))
+            == wire.Traffic.model_validate(declared).model_dump(mode="json"))
 
 
 def _servable(entry: dict[str, Any]) -> bool:

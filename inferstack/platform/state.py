@@ -51,6 +51,12 @@ class ServiceState:
         return {**self.fields, "deployments": list(self.deployments.values()), "traffic": self.traffic}
 
 
+def _release(row: Row) -> dict[str, Any] | None:
+    """A row's progressive release when it is of its current generation (an older one says nothing any more)."""
+    release = row.status.get("release")
+    return dict(release) if isinstance(release, dict) and release.get("generation") == row.generation else None
+
+
 def split_service(svc: Service) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
     """A parsed service as the store keeps it: own fields, deployments by key, traffic (secrets revealed)."""
     fields = svc.model_dump(mode="json", exclude_none=True, include=set(SERVICE_FIELDS))
@@ -66,6 +72,9 @@ class State:
     replicas: dict[tuple[str, str, str], int] = field(default_factory=dict)
     instances: dict[tuple[str, str, str], list[LiveInstance]] = field(default_factory=dict)
     """Running instances per role and where they are placed (the scheduler's status), for the plan's preemptions."""
+    releases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """`<service>/traffic` or `<service>/<deployment>` → its progressive release of the current generation (status'
+    `release`, with `live_weights` for traffic), for what the plan says is live (`PlanContext.releases`)."""
     _parsed: dict[str, Service] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -74,7 +83,10 @@ class State:
         deployments: dict[str, list[Row]] = defaultdict(list)
         for r in store.list(DEPLOYMENT):
             deployments[r.parent].append(r)
-        traffic = {r.parent: r.spec for r in store.list(TRAFFIC)}
+        traffic_rows = store.list(TRAFFIC)
+        traffic = {r.parent: r.spec for r in traffic_rows}
+        releases = {f"{r.parent}/traffic": {**release, "live_weights": r.status.get("live_weights")}
+                    for r in traffic_rows if (release := _release(r)) is not None}
         services: dict[str, ServiceState] = {}
         replicas: dict[tuple[str, str, str], int] = {}
         instances: dict[tuple[str, str, str], list[LiveInstance]] = {}
@@ -83,6 +95,8 @@ class State:
                                            traffic.get(r.key, Traffic().to_data()),
                                            bool(r.status.get("converted")))
             for d in deployments[r.key]:
+                if (release := _release(d)) is not None:
+                    releases[f"{r.key}/{d.key}"] = release
                 for role, counts in (d.status.get("roles") or {}).items():
                     if isinstance(counts, dict) and isinstance(counts.get("desired"), int):
                         replicas[(r.key, d.key, role)] = counts["desired"]
@@ -92,7 +106,7 @@ class State:
                             for i in counts.get("instances") or [] if isinstance(i, dict)
                             and isinstance(i.get("placement"), dict) and i["placement"].get("queue")
                             and i.get("phase") != "terminating"]
-        return cls(inventory, services, replicas, instances)
+        return cls(inventory, services, replicas, instances, releases)
 
     def copy(self) -> State:
         """A copy to change (without the parsed services: they would go stale)."""

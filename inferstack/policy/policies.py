@@ -4,7 +4,8 @@
 finding's path names (a deployment's own resource where the target has one, else its service's component).
 
 The components are the same on every target, so the same rules run on the local and the kubernetes target: no policy
-keys on one target's resource types. References outside the stack's inventory and the platform's default inventory
+keys on one target's resource types. The pack also gives the advice plans leave out (`validate(advice=True)`):
+`progressive.advised` on a service taking production traffic with more than one deployment (spec/progressive.py). References outside the stack's inventory and the platform's default inventory
 are deferred (the platform checks them on apply), never violations; values not known yet (preview) likewise."""
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def _violations(key: str) -> tuple[Violation, ...]:
                 paths[f"inventory.{kind}[{idx}]"] = owners[f"{kind}/{obj.name}"]
     # A finding about a value not known yet (preview) is a rule that runs later: the providers' check, the platform.
     unknown = [f"services{p}" for p in unknown_paths(services)]
-    report = validate(with_unknowns_as_sentinel(services), known, partial_inventory=True, check_inventory=True)
+    report = validate(with_unknowns_as_sentinel(services), known, partial_inventory=True, check_inventory=True,
+                      advice=True)
     return tuple(Violation(f.rule, _urn_of(f.path, paths), _message(f)) for f in problems + report.findings
                  if f.severity is not Severity.DEFERRED and not any(covers(u, f.path) for u in unknown))
 

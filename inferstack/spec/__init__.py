@@ -17,6 +17,7 @@ from .inventory import (
     Vpc,
 )
 from .kubernetes import DataPlane, GatewayRef, Gateways, KubernetesOptions, Monitoring
+from .progressive import Progressive, ReleaseGates, takes_production_traffic
 from .rules import RULES, Rule
 from .service import (
     DEFAULT_KEY,
@@ -96,7 +97,9 @@ __all__ = [
     "Prices",
     "Probe",
     "Probes",
+    "Progressive",
     "Queue",
+    "ReleaseGates",
     "Report",
     "ResourceGroup",
     "Role",
@@ -122,6 +125,7 @@ __all__ = [
     "load_text",
     "rolling_bounds",
     "service_findings",
+    "takes_production_traffic",
     "validate",
     "validate_stack",
 ]

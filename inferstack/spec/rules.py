@@ -160,6 +160,25 @@ _RULES = [
          "(`<path_prefix>/<service-key>`)"),
     Rule("autoscaling.replicas_outside_bounds", "the starting replicas lie outside the autoscaling bounds",
          Severity.WARNING),
+    # progressive delivery (traffic shifts and canary redeploys: spec/progressive.py)
+    Rule("progressive.step_range", "release steps are percentages greater than 0 and at most 100"),
+    Rule("progressive.steps_increasing", "release steps increase strictly and end at 100 (a deployment's policy has "
+                                         "a step below 100)"),
+    Rule("progressive.bake_time_range", "a step's bake time is more than 0 and at most 86400 seconds"),
+    Rule("progressive.step_timeout_range", "a step's timeout is more than 0, at most 604800 seconds and not shorter "
+                                           "than its bake time"),
+    Rule("progressive.gate_range", "gates are finite: error rate 0-100 %, p99 more than 0 ms, ratio more than 0, "
+                                   "minimum requests at least 1"),
+    Rule("progressive.gates_not_empty", "a release policy sets at least one of max_error_rate, max_p99_ms or "
+                                        "max_p99_ratio"),
+    Rule("progressive.retry_range", "retry is a counter from 0"),
+    Rule("progressive.weighted_only", "a traffic shift policy needs strategy `weighted` (it moves weights)"),
+    Rule("progressive.standard_only", "a canary redeploy policy needs inference_mode `standard`"),
+    Rule("progressive.needs_surge", "a canary redeploy runs new instances within the rolling update's surge: "
+                                    "max_surge above 0"),
+    Rule("progressive.advised", "a service taking production traffic (public_gateway or clb) with more than one "
+                                "deployment gates its weight changes and redeploys with a progressive policy",
+         Severity.WARNING),
 ]
 
 RULES: dict[str, Rule] = {r.id: r for r in _RULES}

@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from . import limits as L
 from .findings import SECRET_MASK
+from .progressive import Progressive
 from .types import (
     KEY_RE,
     AbsPath,
@@ -107,6 +108,8 @@ class Traffic(Model):
                                                                         "deployment.")
     timeout_s: Timeout = Field(60.0, description="Per-request timeout at the gateway, in seconds.")
     retries: Retries = Field(1, description="Retries on another instance, only when a connection is refused.")
+    progressive: Progressive | None = Field(None, description="Shift weights in gated steps when they change "
+                                                                 "(a progressive release; see `Progressive`).")
 
     def normalised_weights(self, keys: list[str]) -> dict[str, float]:
         """Weights as percent shares over `keys` (missing keys get 0): 90/10 and 9/1 give the same shares. Compare
@@ -328,6 +331,10 @@ class Deployment(Model):
                                                    "requirement).")
     accept_traffic: bool | None = Field(None, description="Only with network_type clb and by_instance_count: "
                                                              "off = no traffic from the load balancer (default on).")
+    progressive: Progressive | None = Field(None, description="Redeploy as a gated canary: new-revision instances "
+                                                                 "take a step share of this deployment's traffic "
+                                                                 "before the rolling update goes on (see "
+                                                                 "`Progressive`).")
 
     @model_validator(mode="after")
     def _default_key(self) -> Deployment:

@@ -14,6 +14,7 @@ from . import yaml_text
 from .findings import Finding, Report, Severity
 from .inventory import Inventory
 from .kubernetes import KubernetesOptions, kubernetes_findings, route_claims, route_path_findings
+from .progressive import advice_findings
 from .service import Service
 from .types import Model, exact_mapping_keys
 from .validate import _finding, count_findings, inventory_findings, parse, parse_services, service_findings
@@ -141,11 +142,13 @@ def load_file(path: str | Path, base_inventory: Inventory | None = None) -> Load
     return load_text(text, str(p), base_inventory)
 
 
-def validate_stack(data: Any, source: str = "<data>", base_inventory: Inventory | None = None) -> LoadedStack:
+def validate_stack(data: Any, source: str = "<data>", base_inventory: Inventory | None = None, *,
+                   advice: bool = False) -> LoadedStack:
     """Validate stack data (a dict of the stack file's shape). All findings at once.
 
     `base_inventory`: objects the target already has (e.g. the platform's default inventory); the file's own
-    inventory objects are added to it or replace those of the same kind and name."""
+    inventory objects are added to it or replace those of the same kind and name. `advice`: also the policy pack's
+    advice (`progressive.advised`)."""
     report = Report()
     if data is None:
         report.findings.append(_finding("stack.declares_nothing", "", None, "the file declares nothing (it is empty "
@@ -174,6 +177,8 @@ def validate_stack(data: Any, source: str = "<data>", base_inventory: Inventory 
         report.extend(service_findings(stack.services, paths, inventory))
         if stack.target == "kubernetes":  # rules of the kubernetes target (see spec/kubernetes.py)
             report.extend(kubernetes_findings(stack.services, paths, stack.kubernetes))
+        if advice:
+            report.extend(advice_findings(stack.services, paths))
         return LoadedStack(source, stack if data is whole else None, report, whole)
     # Field errors somewhere: report them, and still run the rules on every part that parses.
     report.extend(found)

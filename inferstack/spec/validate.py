@@ -12,6 +12,7 @@ from . import limits as L
 from .capacity import Admitted, capacity_findings
 from .findings import SECRET_MASK, Finding, Report, Severity
 from .inventory import Inventory
+from .progressive import advice_findings, deployment_policy_findings, traffic_policy_findings
 from .rules import RULES
 from .service import ROLE_FIELDS, Deployment, Probe, Role, Service
 from .types import KEY_RE, UNKNOWN, Model
@@ -388,6 +389,7 @@ def _traffic(svc: Service, base: str, indexes: Sequence[int]) -> Iterator[Findin
     if t.mirror and t.mirror.deployment not in keys:
         yield _finding("traffic.mirror_deployment_exists", f"{path}.mirror.deployment", t.mirror.deployment,
                        f"mirror target '{t.mirror.deployment}' is not a deployment of the service")
+    yield from traffic_policy_findings(svc, path)
 
 
 def _deployment(svc: Service, dep: Deployment, path: str, look: _Lookup) -> Iterator[Finding]:
@@ -448,6 +450,7 @@ def _deployment(svc: Service, dep: Deployment, path: str, look: _Lookup) -> Iter
                        f"'by_instance_count' (here: '{svc.network_type}' and '{svc.traffic.strategy}')")
     yield from _dupes([m.path for m in dep.mounts], "mount.path_unique", f"{path}.mounts", "mount path")
     yield from _env(dep.env, f"{path}.env")
+    yield from deployment_policy_findings(dep, path)
     yield from _roles(dep, path, look)
 
 
@@ -577,12 +580,13 @@ def _probe(kind: str, probe: Probe, path: str) -> Iterator[Finding]:
 
 def validate(services: Sequence[Service | Mapping[str, Any]], inventory: Inventory | Mapping[str, Any] | None,
              *, partial_inventory: bool = False, base: str = "services",
-             check_inventory: bool = False, admitted: Admitted | None = None) -> Report:
+             check_inventory: bool = False, admitted: Admitted | None = None, advice: bool = False) -> Report:
     """Validate services against an inventory; every finding at once.
 
     `partial_inventory`: the inventory given may lack objects that exist elsewhere (e.g. on the platform): a missing
     reference is then deferred, not an error. `check_inventory`: also run the inventory's own rules. `admitted`: what
-    the platform admitted before the write (capacity judges only what is new or grew); None judges every ask."""
+    the platform admitted before the write (capacity judges only what is new or grew); None judges every ask.
+    `advice`: also the advice the policy pack gives (`progressive.advised`), which plans and applies leave out."""
     report = Report()
     inv, inv_findings = parse(Inventory, inventory or {}, "inventory")
     report.extend(inv_findings)
@@ -598,6 +602,8 @@ def validate(services: Sequence[Service | Mapping[str, Any]], inventory: Invento
     parsed, paths, indexes, found = parse_services(services, base)
     report.extend(found)
     report.extend(service_findings(parsed, paths, inv, partial_inventory, indexes, admitted))
+    if advice:
+        report.extend(advice_findings(parsed, paths))
     return report
 
 

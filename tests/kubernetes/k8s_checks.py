@@ -1,7 +1,7 @@
 """Offline validation of rendered Kubernetes objects, shared by the kubernetes target's tests (`import k8s_checks`).
 
 - Core kinds: `kubernetes-validate`, strict, at the newest Kubernetes version the installed package ships.
-- Gateway API and KEDA kinds: `jsonschema` against the CRD schemas in `../shared/schemas/` (relative to the repository;
+- Gateway API, KEDA and Flagger kinds: `jsonschema` against the CRD schemas in `../shared/schemas/` (relative to the repository;
   `INFERSTACK_SCHEMAS_DIR` overrides), the newest releases. A structural CRD schema prunes unknown fields silently, so
   the schemas are made strict here (`additionalProperties: false` wherever properties are listed): a field the API
   server would drop is a rendering bug. Tests that need them skip, with the reason, where the folder is absent; CI
@@ -45,6 +45,7 @@ if not hasattr(kubernetes_validate.utils.schema_contents, "cache_info"):
 CRDS = {
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "gateway-api/httproutes.yaml",
     ("keda.sh/v1alpha1", "ScaledObject"): "keda/scaledobjects.yaml",
+    ("flagger.app/v1beta1", "Canary"): "flagger/crd.yaml",
 }
 VENDORED = Path(__file__).resolve().parent / "schemas"
 OLDER_HTTPROUTE = {2: VENDORED / "gateway-api-v1.2.1" / "httproutes.yaml"}
@@ -82,7 +83,9 @@ def _strict(schema: Any) -> Any:
 @functools.cache
 def crd_validator(api_version: str, kind: str, path: Path | None = None) -> jsonschema.protocols.Validator:
     group_version = api_version.split("/")
-    crd = yaml.safe_load((path or SCHEMAS / CRDS[(api_version, kind)]).read_text())
+    # A file may hold several CRDs (Flagger's: Canary, MetricTemplate, AlertProvider): the one of this kind.
+    crd = next(d for d in yaml.safe_load_all((path or SCHEMAS / CRDS[(api_version, kind)]).read_text())
+               if d and d["spec"]["names"]["kind"] == kind)
     assert crd["spec"]["group"] == group_version[0] and crd["spec"]["names"]["kind"] == kind
     version = next(v for v in crd["spec"]["versions"] if v["name"] == group_version[1])
     assert version["served"], f"{api_version} {kind} is not served by the CRD"

@@ -235,3 +235,17 @@ def test_the_pack_served_as_the_engine_starts_it_reports_through_analyze_stack()
     found = [(d.policyName, d.urn.rsplit("::", 1)[1], d.enforcementLevel) for d in response.diagnostics]
     assert ("subnet.zone_matches_queue", "chat/canary", analyzer_pb2.MANDATORY) in found
     assert all("policy-secret" not in d.message for d in response.diagnostics)
+
+
+def test_a_production_service_with_two_deployments_is_advised_a_progressive_policy():
+    levels = {p.name: p.enforcement_level for p in POLICIES}
+    assert levels["progressive.advised"] == EnforcementLevel.ADVISORY
+    [(message, urn)] = violations("progressive.advised", stack_resources(SPEC))
+    assert urn is not None and urn.endswith("::chat") and SERVICE_TYPE in urn  # on the service's component
+    assert "takes production traffic (public_gateway) with 2 deployments" in message
+    gated = copy.deepcopy(SPEC)
+    gated["traffic"] = {"progressive": {"steps": [10, 50, 100], "bake_time_s": 60}}
+    assert violations("progressive.advised", stack_resources(gated)) == []
+    private = {**copy.deepcopy(SPEC), "network_type": "private_gateway"}
+    assert violations("progressive.advised", stack_resources(private)) == []
+    assert violations("progressive.advised", stack_resources(SPEC, target="kubernetes"))  # both targets alike

@@ -246,6 +246,27 @@ REJECTING: list[tuple[str, Mutation, str]] = [
      f"{D0}.use_idle"),
     ("autoscaling.replicas_outside_bounds", lambda d: dep(d).update(autoscaling={"metrics": [
         {"metric": "qps", "target": 5, "min": 3, "max": 4}]}), f"{D0}.replicas"),
+    ("progressive.step_range", lambda d: svc(d)["traffic"].update(progressive={"steps": [0, 50, 100]}),
+     f"{P}.traffic.progressive.steps[0]"),
+    ("progressive.steps_increasing", lambda d: svc(d)["traffic"].update(progressive={"steps": [50, 10, 100]}),
+     f"{P}.traffic.progressive.steps"),
+    ("progressive.bake_time_range", lambda d: svc(d)["traffic"].update(progressive={"bake_time_s": 0}),
+     f"{P}.traffic.progressive.bake_time_s"),
+    ("progressive.step_timeout_range", lambda d: svc(d)["traffic"].update(progressive={
+        "bake_time_s": 30, "step_timeout_s": 10}), f"{P}.traffic.progressive.step_timeout_s"),
+    ("progressive.gate_range", lambda d: svc(d)["traffic"].update(progressive={"gates": {"max_error_rate": 101}}),
+     f"{P}.traffic.progressive.gates.max_error_rate"),
+    ("progressive.gates_not_empty", lambda d: svc(d)["traffic"].update(progressive={"gates": {
+        "max_error_rate": None}}), f"{P}.traffic.progressive.gates"),
+    ("progressive.retry_range", lambda d: svc(d)["traffic"].update(progressive={"retry": -1}),
+     f"{P}.traffic.progressive.retry"),
+    ("progressive.weighted_only", lambda d: svc(d).update(traffic={"strategy": "by_instance_count",
+                                                                   "progressive": {}}),
+     f"{P}.traffic.progressive"),
+    ("progressive.standard_only", lambda d: multi_role(d).update(progressive={}), f"{D0}.progressive"),
+    ("progressive.needs_surge", lambda d: dep(d).update(progressive={}, rolling_update={"max_unavailable": 25,
+                                                                                       "max_surge": 0}),
+     f"{D0}.rolling_update.max_surge"),
     # service `chat-canary`'s per-instance Service would be named like `chat`/`canary`'s Service
     ("kubernetes.object_name_unique", lambda d: (d.update(target="kubernetes"), d["services"].append(
         {**copy.deepcopy(svc(d)), "name": "chat-canary", "key": "chat-canary",
@@ -288,6 +309,12 @@ REJECTING: list[tuple[str, Mutation, str]] = [
 # on one shared Gateway `gateways/shared`.
 REJECTING_ACROSS_STACKS: list[tuple[str, Mutation, str]] = [
     ("kubernetes.route_path_unique", lambda d: d["kubernetes"].update(namespace="team-b"), f"{P}.key"),
+]
+
+# The policy pack's advice (`validate_stack(..., advice=True)`; plans and applies leave it out): (rule, mutation,
+# expected path).
+REJECTING_WITH_ADVICE: list[tuple[str, Mutation, str]] = [
+    ("progressive.advised", lambda d: None, f"{P}.traffic"),  # public_gateway, two deployments taking traffic
 ]
 
 # Accepting cases at the boundary of a rejecting one.
@@ -360,6 +387,13 @@ ACCEPTING: list[tuple[str, Mutation]] = [
         small=L.MAX_CAPACITY) or inv(d, "compute_specs").update(price_per_hour={"prepaid": 1e6})),
     ("integral floats where integers are asked (how Pulumi sends numbers)", lambda d: (
         dep(d).update(replicas=2.0, priority=5.0), svc(d).update(ports=[8000.0]))),
+    ("a traffic shift in fractions of a second", lambda d: svc(d)["traffic"].update(progressive={
+        "steps": [10, 50, 100], "bake_time_s": 0.2, "gates": {"max_error_rate": 0, "max_p99_ms": 50,
+                                                               "max_p99_ratio": 1.5, "min_requests": 1}})),
+    ("a canary redeploy with one step below 100", lambda d: dep(d).update(progressive={"steps": [1, 100]})),
+    ("step timeout equal to the bake time", lambda d: svc(d)["traffic"].update(progressive={
+        "bake_time_s": 30, "step_timeout_s": 30})),
+    ("a single full step for a traffic shift", lambda d: svc(d)["traffic"].update(progressive={"steps": [100]})),
 ]
 
 
@@ -427,8 +461,18 @@ def test_kubernetes_rules_apply_only_to_kubernetes_stacks():
     assert [f.rule for f in validate_stack(d).report.errors] == ["kubernetes.object_name_unique"]
 
 
+@pytest.mark.parametrize("rule,mutate,path", REJECTING_WITH_ADVICE, ids=[r[0] for r in REJECTING_WITH_ADVICE])
+def test_rejecting_advice_names_rule_and_path(rule, mutate, path):
+    d = base_stack()
+    mutate(d)
+    assert [f for f in validate_stack(d).report.findings if f.rule == rule] == []  # advice only when asked
+    hits = [f for f in validate_stack(d, advice=True).report.findings if f.rule == rule]
+    assert [f.path for f in hits] == [path] and hits[0].severity is RULES[rule].severity and hits[0].message
+
+
 def test_every_rule_has_a_rejecting_case():
-    covered = {r for r, _, _ in REJECTING} | {r for r, _, _ in REJECTING_ACROSS_STACKS}
+    covered = {r for r, _, _ in REJECTING} | {r for r, _, _ in REJECTING_ACROSS_STACKS} | \
+        {r for r, _, _ in REJECTING_WITH_ADVICE}
     assert set(RULES) - covered == set()
 
 

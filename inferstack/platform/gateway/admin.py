@@ -6,8 +6,10 @@ import asyncio
 import hmac
 import json
 import os
+import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
 
@@ -27,7 +29,8 @@ def _json(status: int, payload: Any) -> Reply:
 
 
 class AdminServer:
-    """HTTP/1.1 on 127.0.0.1: PUT/GET /snapshot, GET /metrics, GET /healthz (the only call without the token).
+    """HTTP/1.1 on 127.0.0.1: PUT/GET /snapshot, GET /metrics, GET /windows?service=S (per-instance totals for
+    progressive releases' gates: `RouteStats.window`), GET /healthz (the only call without the token).
 
     `on_applied` runs after each snapshot swapped in (the gateway process persists it there)."""
 
@@ -37,6 +40,7 @@ class AdminServer:
         self._expected = f"Bearer {token}".encode()
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
+        self.started = time.time_ns()  # with the pid: which process' counters a window read (they restart at 0)
 
     async def start(self, port: int = 0) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", port, limit=MAX_BODY)
@@ -54,7 +58,7 @@ class AdminServer:
                 if not request_line:
                     return
                 method, _, rest = request_line.decode("latin-1").partition(" ")
-                path = rest.split(" ", 1)[0].split("?", 1)[0]
+                path, _, query = rest.split(" ", 1)[0].partition("?")
                 headers: dict[str, str] = {}
                 while True:
                     line = await reader.readline()
@@ -68,7 +72,7 @@ class AdminServer:
                     keep_alive = False
                 else:
                     payload = await reader.readexactly(length) if length else b""
-                    status, body, content_type = await self._handle(method, path, headers, payload)
+                    status, body, content_type = await self._handle(method, path, headers, payload, query)
                     keep_alive = headers.get("connection", "").lower() != "close"
                 writer.write(
                     b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n"
@@ -84,7 +88,7 @@ class AdminServer:
         finally:
             writer.close()
 
-    async def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+    async def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes, query: str = "") -> Reply:
         if path == "/healthz":
             return _json(200, {"status": "ok", "version": self.gateway.state.version, "pid": os.getpid()})
         given = headers.get("authorization", "").encode("latin-1")
@@ -97,6 +101,12 @@ class AdminServer:
                 return _json(200, {"version": self.gateway.state.version, "listeners": self.gateway.listener_ports(),
                                    "pid": os.getpid()})
             return _json(405, {"error": f"{method} not allowed on {path}"})
+        if path == "/windows":
+            if method != "GET":
+                return _json(405, {"error": f"{method} not allowed on {path}"})
+            services = [v for k, v in parse_qsl(query) if k == "service"]
+            return _json(200, {"pid": os.getpid(), "started": self.started, "bounds": "window-v1",
+                               "instances": self.gateway.metrics.windows(services)})
         if path == "/metrics":
             if method != "GET":
                 return _json(405, {"error": f"{method} not allowed on {path}"})

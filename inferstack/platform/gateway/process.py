@@ -267,6 +267,10 @@ class GatewayProcess:
         self._check(response)
         return response.text
 
+    async def awindows(self, services: list[str]) -> dict[str, Any]:
+        """GET /windows: per-instance totals of `services` for progressive releases' gates."""
+        return self._result(await self._acall("GET", "/windows", params=[("service", s) for s in services]))
+
     async def ahealthy(self, timeout: float) -> bool:
         """GET /healthz answers 200 within `timeout` (the liveness check)."""
         try:

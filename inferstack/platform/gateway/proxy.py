@@ -25,7 +25,16 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from inferstack import images
 from inferstack.openai_errors import error_body
 
-from .metrics import CLIENT_ABORT, CONNECT, LATENCY_BUCKETS, TIMEOUT, UNAVAILABLE, UPSTREAM, RouteStats
+from .metrics import (
+    CLIENT_ABORT,
+    CONNECT,
+    LATENCY_BUCKETS,
+    TIMEOUT,
+    UNAVAILABLE,
+    UPSTREAM,
+    WINDOW_BOUNDS,
+    RouteStats,
+)
 from .mirror import MirrorCopy
 from .routing import Instance, RoutingError, RoutingTable
 from .upstream import InstancePool, UpstreamConnection
@@ -442,6 +451,7 @@ class ClientConnection(asyncio.Protocol):
         assert instance is not None
         instance.stats.errors[TIMEOUT] += 1
         if self.response_started:
+            instance.stats.unanswered += 1  # it broke off: a failed request no answer counts
             self._abandon(None)
             self._close()
             return
@@ -498,6 +508,7 @@ class ClientConnection(asyncio.Protocol):
         if len(tried) <= router.retries:
             retry = router.retry_instance(instance, tried, self.picked, monotonic())
             if retry is not None:
+                instance.stats.unanswered += 1  # a failed try of this instance, answered by another
                 self._dispatch(retry)
                 if self.upstream_ready:  # a pooled connection: nothing else will flush the request now
                     self._flush_upstream()
@@ -523,6 +534,7 @@ class ClientConnection(asyncio.Protocol):
             self._answer(502, f"instance {instance.id} closed the connection before answering",
                          "upstream_closed", instance.deployment, instance.id, stats=instance.stats)
         else:
+            instance.stats.unanswered += 1  # it broke off: a failed request no answer counts
             self._abandon(None)
             self._close()
 
@@ -578,6 +590,7 @@ class ClientConnection(asyncio.Protocol):
         status = self.status
         stats.codes[status // 100 if status < 600 else 0] += 1
         stats.buckets[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+        stats.fine[bisect_left(WINDOW_BOUNDS, elapsed)] += 1
         stats.latency_sum += elapsed
         instance.in_flight -= 1
         stats.in_flight -= 1

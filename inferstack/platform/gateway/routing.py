@@ -232,9 +232,13 @@ class HashRing:
 
 
 class DeploymentRoute:
-    """One deployment of one snapshot: its instances and how one of them is chosen."""
+    """One deployment of one snapshot: its instances and how one of them is chosen.
 
-    __slots__ = ("accept_traffic", "cursor", "instances", "key", "ring")
+    During a canary redeploy (`revision_weights` in the snapshot) the deployment is split by revision first: `parts`
+    chooses a revision's own route by smooth weighted round robin, then an instance within it; an instance a
+    revision cannot give (all excluded or recently failed) comes from the whole deployment."""
+
+    __slots__ = ("accept_traffic", "cursor", "instances", "key", "parts", "ring")
 
     def __init__(self, key: str, accept_traffic: bool, instances: list[Instance], with_ring: bool) -> None:
         self.key = key
@@ -242,9 +246,26 @@ class DeploymentRoute:
         self.instances = instances
         self.ring = HashRing(instances) if with_ring and instances else None
         self.cursor = 0
+        self.parts: SmoothWeightedRoundRobin[DeploymentRoute] | None = None
+
+    def split_by_revision(self, weights: Mapping[str, float], revisions: Mapping[str, str], with_ring: bool,
+                          previous: DeploymentRoute | None) -> None:
+        """Split this deployment's requests by revision (`revisions`: instance id → its revision); revisions without
+        an instance here, or of weight 0, take nothing."""
+        entries = []
+        for revision, weight in weights.items():
+            members = [i for i in self.instances if revisions.get(i.id) == revision]
+            if members and weight > 0:
+                entries.append((revision, DeploymentRoute(self.key, self.accept_traffic, members, with_ring), weight))
+        if entries:
+            self.parts = SmoothWeightedRoundRobin(entries, previous.parts if previous is not None else None)
 
     def least_busy(self, now: float = 0.0, exclude: Iterable[Instance] | None = None) -> Instance | None:
         """Fewest in-flight requests, ties broken round-robin; recently failed instances only as a last resort."""
+        if self.parts is not None:
+            found = self.parts.next().least_busy(now, exclude)  # type: ignore[union-attr]
+            if found is not None and found.down_until <= now:
+                return found
         instances = self.instances
         n = len(instances)
         if n == 1 and exclude is None:
@@ -289,13 +310,18 @@ class ServiceRouter:
         self.instances: dict[tuple[str, str, str, int], Instance] = {}
         self.deployments: dict[str, DeploymentRoute] = {}
         hash_header = traffic.consistent_hash.header.lower().encode() if traffic.consistent_hash else None
+        old_routes = previous.deployments if previous is not None else {}
         for deployment in service.deployments:
-            self.deployments[deployment.key] = DeploymentRoute(
+            route = self.deployments[deployment.key] = DeploymentRoute(
                 deployment.key,
                 deployment.accept_traffic,
                 self._instances_of(deployment, reused),
                 with_ring=hash_header is not None,
             )
+            if deployment.revision_weights:
+                revisions = {i.id: i.revision for i in deployment.instances}
+                route.split_by_revision(deployment.revision_weights, revisions, hash_header is not None,
+                                        old_routes.get(deployment.key))
         self.by_key_bytes = {key.encode(): route for key, route in self.deployments.items()}
         self.hash_header = hash_header
         self.rules = [(r.header.lower().encode(), r.value.encode(), r.deployment) for r in traffic.header_rules]
@@ -375,7 +401,12 @@ class ServiceRouter:
         now: float,
         exclude: Iterable[Instance] | None = None,
     ) -> Instance | None:
-        """Consistent hash on the configured header when the request has it, else least busy."""
+        """Consistent hash on the configured header when the request has it, else least busy (within the revision a
+        canary split chooses, when there is one)."""
+        if deployment.parts is not None and deployment.ring is not None and headers is not None:
+            found = self.instance_in(deployment.parts.next(), headers, now, exclude)  # type: ignore[arg-type]
+            if found is not None:
+                return found
         if deployment.ring is not None and headers is not None:
             value = headers.get(self.hash_header)  # type: ignore[arg-type]
             if value is not None:

@@ -106,6 +106,9 @@ class Instance(_Model):
     id: str = Field(min_length=1, description="Instance id, unique in the snapshot.", examples=["chat-stable-main-1"])
     host: str = Field(default="127.0.0.1", description="Address the instance listens on.", examples=["127.0.0.1"])
     port: int = Field(ge=1, le=65535, description="Port the instance listens on.", examples=[40001])
+    revision: str = Field(default="", max_length=64, description="Revision of its deployment it runs (the split "
+                                                                 "of `revision_weights` reads it).",
+                          examples=["3f2a9c1b0e"])
 
 
 class Deployment(_Model):
@@ -114,6 +117,20 @@ class Deployment(_Model):
     key: str = Field(min_length=1, description="Deployment key; the value of the direct-call header.", examples=["stable"])
     accept_traffic: bool = Field(default=True, description="False: reachable only by direct call or header rule.")
     instances: list[Instance] = Field(default_factory=list, description="Ready instances only.")
+    revision_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="A canary redeploy: the share of this deployment's requests each revision takes (need not sum "
+                    "to 100; a revision without ready instances is skipped). Empty: every ready instance alike.",
+        examples=[{"3f2a9c1b0e": 90, "8d01c2aa47": 10}],
+    )
+
+    @field_validator("revision_weights")
+    @classmethod
+    def _revision_weights_are_not_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        negative = sorted(key for key, weight in value.items() if weight < 0)
+        if negative:
+            raise ValueError(f"revision weights must be >= 0: {', '.join(negative)}")
+        return value
 
 
 class Service(_Model):

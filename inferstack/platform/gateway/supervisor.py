@@ -122,6 +122,10 @@ class GatewaySupervisor:
     async def ametrics(self) -> str:
         return await self._live().ametrics()
 
+    async def awindows(self, services: list[str]) -> dict[str, Any]:
+        """The gateway's per-instance totals of `services` (progressive releases); GatewayUnavailable while down."""
+        return await self._live().awindows(services)
+
     def last_snapshot(self) -> dict[str, Any] | None:
         """The last snapshot the gateway applied, as persisted in its state dir (plain data, not validated)."""
         return self.state_dir.read_snapshot()

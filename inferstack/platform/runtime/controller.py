@@ -160,6 +160,8 @@ class RoleController:
         self._on_event = on_event
         self._inherited = {name: os.environ[name] for name in inherit_env if name in os.environ}
         self._template: RoleTemplate | None = None
+        self._stable: RoleTemplate | None = None  # during a canary: the earlier revision that keeps serving
+        self._canary: int | None = None  # during a canary: most instances of the new revision
         self._replicas = 0
         self._strategy = RollingUpdate()
         self._instances: dict[str, _Instance] = {}
@@ -179,20 +181,38 @@ class RoleController:
     # ---- desired state ---------------------------------------------------------------------------------------------
 
     def set_desired(self, template: RoleTemplate, replicas: int,
-                    rolling_update: RollingUpdate | None = None) -> None:
+                    rolling_update: RollingUpdate | None = None, *, canary: int | None = None,
+                    stable: RoleTemplate | None = None) -> None:
         """Converge to ``replicas`` instances of ``template``. A new ``revision`` rolls out; the same revision with
-        other values is used for instances started from now on (no rollout); a replica change alone just scales."""
+        other values is used for instances started from now on (no rollout); a replica change alone just scales.
+
+        ``canary`` holds a rollout to a new revision as a canary (a progressive redeploy): the revision running so far
+        (``stable``, else the current template) keeps ``replicas`` instances and at most ``canary`` instances of the new
+        one run beside them, until ``promote`` (the rolling update goes on) or ``roll_back``. Instances of any other
+        revision go. Without ``canary`` a hold ends (as ``promote``)."""
         if replicas < 0:
             raise ValueError("replicas must be >= 0")
         if self._closed:
             raise RuntimeError("controller is shut down")
         previous = self._template
+        if canary is None:
+            self._stable = self._canary = None
+        else:
+            base = self._stable or stable or previous
+            if base is not None and base.revision != template.revision:
+                if self._stable is None or self._canary is None:
+                    self._last_progress = time.monotonic()  # the canary's instances have the deadline to turn ready
+                self._stable, self._canary = base, max(canary, 1)
+            else:
+                self._stable = self._canary = None
         if previous is None or previous.revision != template.revision or replicas != self._replicas:
             self._last_progress = time.monotonic()
             self._complete_for = None
         self._template, self._replicas = template, replicas
         self._strategy = rolling_update or RollingUpdate()
         for inst in self._instances.values():
+            if self._stable is not None and inst.revision == self._stable.revision:
+                inst.template = self._stable
             if inst.revision == template.revision:
                 inst.template = template
             if inst.task is None and inst.phase != "terminating":  # adopted before a template was known
@@ -201,6 +221,36 @@ class RoleController:
             self._loop_task = asyncio.create_task(self._converge_forever())
             self._notifier_task = asyncio.create_task(self._notify_forever())
         self._wake.set()
+
+    def promote(self) -> None:
+        """End a canary hold: the rolling update to the new revision goes on within surge and unavailable."""
+        if self._stable is not None:
+            self._stable = self._canary = None
+            self._last_progress = time.monotonic()
+            self._wake.set()
+
+    def roll_back(self) -> RoleTemplate | None:
+        """End a canary hold by going back to the earlier revision: its template is current again and the new
+        revision's instances go (withdrawn first, their graceful period). Returns the template now current (None when
+        no canary was held)."""
+        stable = self._stable
+        if stable is None:
+            return None
+        self._template, self._stable, self._canary = stable, None, None
+        self._last_progress = time.monotonic()
+        self._complete_for = None
+        self._wake.set()
+        return stable
+
+    @property
+    def template(self) -> RoleTemplate | None:
+        """The template converged to (the new revision, during a canary)."""
+        return self._template
+
+    @property
+    def canary(self) -> tuple[RoleTemplate, int] | None:
+        """During a canary hold: (the earlier revision's template, most new-revision instances)."""
+        return (self._stable, self._canary) if self._stable is not None and self._canary is not None else None
 
     def scale(self, replicas: int) -> None:
         """Converge to ``replicas`` instances of the current template (no rollout)."""
@@ -347,6 +397,9 @@ class RoleController:
         template, replicas = self._template, self._replicas
         if template is None or self._closed:
             return
+        if self._stable is not None and self._canary is not None:
+            self._converge_canary(template, self._stable, self._canary)
+            return
         surge, unavailable = self._strategy.bounds(replicas)
         live = [i for i in self._instances.values() if i.phase != "terminating"]
         new = [i for i in live if i.revision == template.revision]
@@ -379,6 +432,34 @@ class RoleController:
             left = sum(i.revision == revision for i in old) - gone
             self._event("ScalingReplicaSet", f"scaled down revision {revision} to {left}")
 
+    def _converge_canary(self, template: RoleTemplate, stable: RoleTemplate, canary: int) -> None:
+        """A held canary: ``replicas`` instances of the stable revision, at most ``canary`` of the new one beside them
+        (the total never above replicas + surge), nothing else. A stable instance that goes is started again with the
+        stable template: the earlier revision keeps serving whatever the canary does."""
+        replicas = self._replicas
+        surge, _ = self._strategy.bounds(replicas)
+        live = [i for i in self._instances.values() if i.phase != "terminating"]
+        new = [i for i in live if i.revision == template.revision]
+        kept = [i for i in live if i.revision == stable.revision]
+        for inst in live:
+            if inst not in new and inst not in kept:
+                self._remove(inst, why=f"canary of revision {template.revision} beside revision {stable.revision}")
+        for inst in sorted(kept, key=lambda i: (i.ready, -i.ordinal))[:max(len(kept) - replicas, 0)]:
+            self._remove(inst, why=f"scaled down to {replicas}")
+        for inst in sorted(new, key=lambda i: (i.ready, -i.ordinal))[:max(len(new) - canary, 0)]:
+            self._remove(inst, why=f"canary of {canary} instance(s)")
+        for _ in range(max(replicas - len(kept), 0)):  # the stable revision first: it serves
+            if len(self._instances) >= replicas + max(surge, canary) or not self._start_instance(stable):
+                break
+        started = 0
+        for _ in range(max(min(canary, replicas + max(surge, canary) - len(self._instances)) - len(new), 0)):
+            if not self._start_instance(template):
+                break
+            started += 1
+        if started:
+            self._event("ScalingReplicaSet", f"started {started} canary instance(s) of revision {template.revision} "
+                                             f"beside {replicas} of revision {stable.revision}")
+
     def _note_completion(self) -> None:
         """Remember that the desired revision and count were reached (Kubernetes' ``NewReplicaSetAvailable`` stays
         until the revision or the count changes, whatever happens to instances afterwards)."""
@@ -400,10 +481,20 @@ class RoleController:
         return template is not None and self._complete_for == (template.revision, self._replicas)
 
     def _deadline_passed(self) -> bool:
+        if self._canary_ready():
+            return False  # the release decides how long a canary runs
         return not self._is_complete() and time.monotonic() - self._last_progress > self.progress_deadline_s
 
+    def _canary_ready(self) -> bool:
+        """A held canary whose new-revision instances all run and are ready."""
+        template, held = self._template, self.canary
+        if template is None or held is None:
+            return False
+        new = [i for i in self._instances.values() if i.revision == template.revision and i.phase != "terminating"]
+        return len(new) >= held[1] and all(i.ready for i in new)
+
     def _seconds_to_deadline(self) -> float | None:
-        if self._is_complete():
+        if self._is_complete() or self._canary_ready():
             return None
         remaining = self._last_progress + self.progress_deadline_s - time.monotonic()
         return remaining + 0.001 if remaining >= 0 else None

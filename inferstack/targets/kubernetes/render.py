@@ -12,7 +12,8 @@ One module per concept, each with its decisions in its docstring:
 - `scheduling.py` — node affinity, tolerations, NUMA, PriorityClasses;
 - `networking.py` — Services, load balancers, NetworkPolicies (the security groups);
 - `routes.py` — HTTPRoutes (traffic, Gateways per network type, access, Gateway API versions);
-- `autoscaling.py` — HPAs and KEDA ScaledObjects.
+- `autoscaling.py` — HPAs and KEDA ScaledObjects;
+- `flagger.py` — a deployment's progressive policy (canary redeploys) as a Flagger Canary.
 
 Options left `None` in `RenderOptions` come from the stack's `kubernetes:` block. Queues, compute specs and security
 groups are looked up in `options.inventory` (default: `default_inventory()`) merged with the stack's own inventory, as
@@ -33,6 +34,7 @@ from ...spec import ComputeSpec, Deployment, Queue, Service, StackFile, yaml_tex
 from ...spec.kubernetes import is_multi_role
 from .autoscaling import autoscaler
 from .context import Context, RenderError, RenderOptions, metadata
+from .flagger import canaried, canary
 from .names import object_name, workload_name
 from .networking import deployment_service, network_policy, role_service
 from .routes import traffic_objects
@@ -41,7 +43,7 @@ from .workloads import pdb, workload
 
 # Apply order: what others reference comes first; the file name prefix is this rank, so names stay stable.
 KIND_ORDER = ("PriorityClass", "Secret", "NetworkPolicy", "Service", "Deployment", "PodDisruptionBudget",
-              "HorizontalPodAutoscaler", "ScaledObject", "HTTPRoute")
+              "HorizontalPodAutoscaler", "ScaledObject", "HTTPRoute", "Canary")
 
 
 @dataclass
@@ -136,7 +138,11 @@ def _deployment_objects(svc: Service, dep: Deployment, ctx: Context) -> list[dic
     roles = dep.effective_roles()
     secrets = _secret_values(dep, multi)
     secret_name = object_name(svc.key or "", dep.key or "", "env")
-    objects = [deployment_service(svc, dep, ctx), network_policy(svc, dep, ctx, multi, where)]
+    objects = [network_policy(svc, dep, ctx, multi, where)]
+    if canaried(dep):
+        objects.append(canary(svc, dep, ctx, where))  # Flagger owns the Service of the Deployment's name
+    else:
+        objects.insert(0, deployment_service(svc, dep, ctx))
     if dep.numa_affinity:
         ctx.warn(where, "NUMA affinity is a preference only on nodes whose topology manager policy is best-effort: "
                         "label only those inferstack.io/numa-aligned=true (restricted or single-numa-node nodes "

@@ -26,6 +26,9 @@
   moves. Gateway API's `timeouts.request` bounds the whole exchange, so it would cut long streamed completions: it is
   rendered as `0s` (no limit) unless `kubernetes.response_timeout_s` caps whole responses; `timeouts` needs v1.2.
 - **Rule names** (`direct-<key>`, `header-<n>`, `default`) are a v1.4 field: rendered only from that version on.
+- **Progressive.** A deployment's canary redeploy is Flagger's (flagger.py): its direct-call rule, and the default
+  rule when it takes the whole weighted split, are left to the HTTPRoute Flagger manages. `traffic.progressive` has
+  no Flagger equivalent: warned, the weights are rendered as declared.
 - `consistent_hash` and `retries` have no standard-channel field: warned, not rendered. An unknown direct-call value
   falls through to the weighted split in Kubernetes (404 locally) and a weighted deployment without ready pods gets
   503 for its share (locally the others take it): README table; the latter warned for `use_idle` deployments."""
@@ -37,6 +40,7 @@ from typing import Any
 
 from ...spec import Service
 from .context import LABEL_PREFIX, Context, metadata
+from .flagger import canaried, takes_whole_split
 from .names import object_name, workload_name
 from .networking import allowed_sources, behind_load_balancer, call_ports, instance_share_service
 from .units import duration, whole
@@ -77,6 +81,10 @@ def traffic_objects(svc: Service, ctx: Context) -> list[dict[str, Any]]:
                         f"field: not rendered (configure session persistence in your Gateway implementation)")
     if "retries" in t.model_fields_set:
         ctx.warn(where, f"retries ({t.retries}) have no Gateway API standard-channel field: not rendered")
+    if t.progressive is not None:
+        ctx.warn(where, "traffic.progressive (a gated shift between deployments) has no Flagger equivalent: the "
+                        "HTTPRoute carries the declared weights at once; gate redeploys with `progressive` on a "
+                        "deployment (a Flagger Canary), or shift the weights by hand")
     if "timeout_s" in t.model_fields_set:
         ctx.warn(where, f"timeout_s ({t.timeout_s:g} s) bounds the wait for the first response byte locally; the "
                         f"Gateway API can only bound whole responses (kubernetes.response_timeout_s): not rendered")
@@ -86,7 +94,14 @@ def traffic_objects(svc: Service, ctx: Context) -> list[dict[str, Any]]:
             ctx.warn(where, f"weighted deployment(s) {', '.join(map(str, idle))} use idle resources and may lose "
                             f"every pod to preemption: their share then gets 503 from the Gateway (locally the other "
                             f"deployments take it)")
-    objects.append(http_route(svc, ctx, where))
+    route = http_route(svc, ctx, where)
+    if route["spec"]["rules"]:
+        objects.append(route)
+    else:  # one canaried deployment and nothing else to route: Flagger's HTTPRoute is the service's only one
+        flagged = next(d for d in svc.deployments if canaried(d))
+        name = workload_name(svc.key or "", flagged.key or "")
+        ctx.warn(where, f"the service's only HTTPRoute is the one Flagger manages ('{name}'): apply your Gateway "
+                        f"implementation's access policy to it")
     return objects
 
 
@@ -148,7 +163,10 @@ def http_route(svc: Service, ctx: Context, where: str) -> dict[str, Any]:
     if len(keys) > room:
         ctx.warn(where, f"an HTTPRoute holds {MAX_ROUTE_RULES} rules: no direct-call rule ({DIRECT_CALL_HEADER}) for "
                         f"{', '.join(keys[room:])}")
-    direct = [rule(object_name("direct", k), [backend(k)], (DIRECT_CALL_HEADER, k), {k}) for k in keys[:room]]
+    # A canaried deployment's direct calls (and, when it takes the whole split, the default) are Flagger's route's.
+    flagged = {d.key for d in svc.deployments if canaried(d)}
+    direct = [rule(object_name("direct", k), [backend(k)], (DIRECT_CALL_HEADER, k), {k}) for k in keys[:room]
+              if k not in flagged]
 
     if t.strategy == "by_instance_count":
         default_refs = [{"name": object_name(svc.key or ""), "port": port}]
@@ -176,9 +194,10 @@ def http_route(svc: Service, ctx: Context, where: str) -> dict[str, Any]:
                                f"{LABEL_PREFIX}allowed-sources": ",".join(allowed_sources(svc, ctx))}
     else:
         meta["annotations"] = {**meta["annotations"], f"{LABEL_PREFIX}access": "invocation-key"}
+    default = [] if any(takes_whole_split(svc, d) for d in svc.deployments if canaried(d)) else \
+        [rule("default", default_refs, None, default_to)]
     return {"apiVersion": f"{GATEWAY_GROUP}/v1", "kind": "HTTPRoute", "metadata": meta,
-            "spec": {"parentRefs": [parent],
-                     "rules": [*direct, *header_rules, rule("default", default_refs, None, default_to)]}}
+            "spec": {"parentRefs": [parent], "rules": [*direct, *header_rules, *default]}}
 
 
 def _mirror_filter(svc: Service, port: int, ctx: Context, where: str) -> dict[str, Any] | None:

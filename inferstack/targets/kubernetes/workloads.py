@@ -48,6 +48,7 @@ from ...images import PRESET_IMAGES
 from ...spec import ComputeSpec, Deployment, Probe, Queue, Role, Service
 from ...spec.kubernetes import autoscaled
 from .context import LABEL_PREFIX, Context, labels, metadata, selector
+from .flagger import SELECTOR_LABEL, canaried
 from .names import env_role_suffix, object_name, workload_name
 from .scheduling import affinity, numa_fits, priority_class_name, tolerations
 from .units import cpu, memory, round_down, round_up, whole
@@ -81,11 +82,14 @@ def workload(svc: Service, dep: Deployment, role: Role, roles: list[Role], multi
     entry = role.name == dep.entry_role().name
     pod_labels = {**labels(svc, name, dep, role.name),
                   f"{LABEL_PREFIX}traffic": "on" if entry and dep.accepts_traffic else "off"}
+    matching = selector(svc, dep, role.name)
+    if canaried(dep):  # Flagger selects by this label and names the primary's pods `<name>-primary` by it
+        pod_labels[SELECTOR_LABEL] = matching[SELECTOR_LABEL] = name
     deployment_spec: dict[str, Any] = {}
     if not autoscaled(role.autoscaling) or ctx.keep_autoscaled_replicas:
         deployment_spec["replicas"] = role.starting_replicas
     deployment_spec.update({
-        "selector": {"matchLabels": selector(svc, dep, role.name)},
+        "selector": {"matchLabels": matching},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling_update(role)},
         "template": {"metadata": {"labels": pod_labels},
                      "spec": pod_spec(svc, dep, role, roles, multi, queue, spec, secret_name, ctx, where)},

@@ -197,6 +197,23 @@ class PlatformClient:
         return self.request("PUT", f"/v1/services/{_seg(svc)}/traffic", body=spec, dry_run=dry_run,
                             if_match=if_match)
 
+    def retry_release(self, svc: str, deployment: str | None = None) -> dict[str, Any]:
+        """Another attempt of a failed progressive release (a traffic shift, or a deployment's canary redeploy)."""
+        where = f"deployments/{_seg(deployment)}" if deployment is not None else "traffic"
+        return self.request("POST", f"/v1/services/{_seg(svc)}/{where}/release/retry")
+
+    def failed_releases(self, svc: str) -> list[tuple[str | None, dict[str, Any]]]:
+        """(deployment key, or None for the traffic object; its release) of each failed progressive release of the
+        service's current generations."""
+        objects = [(None, self.get_traffic(svc))] + [(d["metadata"]["key"], d) for d in self.list_deployments(svc)]
+        out = []
+        for key, obj in objects:
+            release = (obj.get("status") or {}).get("release")
+            if isinstance(release, dict) and release.get("generation") == obj["metadata"]["generation"] and \
+                    release.get("phase") in ("RolledBack", "Paused"):
+                out.append((key, release))
+        return out
+
     def cost(self, svc: str) -> dict[str, Any]:
         """Cost so far and per hour now of a service: `{cost, per_hour, by_billing, lines, at}` (the meter)."""
         return self.request("GET", f"/v1/services/{_seg(svc)}/cost")

@@ -21,6 +21,10 @@ stays byte-identical across runs; the connection comes from `configure` (`connec
 - `create`/`update` (with `inferstack:waitForReady`, default true) wait until the platform observed the generation
   and, for deployments, they are Ready; Degraded fails at once with the platform's reason; `inferstack:readyTimeout`
   bounds the wait. `waitForReady: false`: they return once the platform accepted the write.
+- A progressive release (`progressive` on the traffic object or a deployment): `up` waits for its outcome (Ready),
+  bounded by `inferstack:readyTimeout`, and fails with the gate that failed; a release that rolled back or paused
+  leaves the live object's spec as declared, so the next preview shows no change — it says instead what is live and
+  why, and that only a change (e.g. raising `progressive.retry`) tries again.
 - `read` maps live state back (refresh shows weights edited through the API); given only an id, it reads the whole
   object and returns inputs too.
 - Deleting a deployment that still takes traffic first moves its weight to the others, then deletes it.
@@ -59,6 +63,7 @@ from .pulumi_glue import (
     inventory_kind,
     live_base,
     live_props,
+    live_release_note,
     live_spec,
     object_findings,
     unknown_paths,
@@ -159,6 +164,10 @@ class PlatformProvider(dynamic.ResourceProvider):
                      f"with the state Pulumi last recorded ({' '.join(str(exc).split())[:200]})")
         answer = diff_answer(self.kind, base, news, diff_object)
         changes = answer.changes
+        if isinstance(live, Mapping):
+            said = live_release_note(obj.path, live)
+            if said:
+                note(said)
         if live is _GONE:
             note(f"{obj.label} no longer exists on the platform (deleted outside this stack?): `up` writes it again")
             changes = True
@@ -434,10 +443,10 @@ class DeploymentProvider(PlatformProvider):
         """Delete; when the platform still routes traffic to it (409), move its weight to the others first."""
         service, key = self.split(id_)
         with self.connection.client() as client:
-            self._delete(client, service, key)
+            self._delete(client, service, key, self.connection.timeout_s)
 
     @classmethod
-    def _delete(cls, client: Any, service: str, key: str) -> None:
+    def _delete(cls, client: Any, service: str, key: str, timeout_s: float = 300.0) -> None:
         from .client import PlatformError
 
         for attempt in range(5):
@@ -449,13 +458,15 @@ class DeploymentProvider(PlatformProvider):
                     return
                 if exc.status_code != 409 or attempt == 4:
                     raise
-            cls._shift_traffic_away(client, service, key)
+            cls._shift_traffic_away(client, service, key, timeout_s)
 
     @staticmethod
-    def _shift_traffic_away(client: Any, service: str, key: str) -> None:
+    def _shift_traffic_away(client: Any, service: str, key: str, timeout_s: float = 300.0) -> None:
         """Weight 0 for `key`, its share spread over the service's other deployments; header rules and the mirror
         that name it dropped. Written with If-Match; read again when the service changed meanwhile (409: someone
-        wrote the traffic first; 422: a deployment read a moment ago is gone — e.g. a parallel destroy)."""
+        wrote the traffic first; 422: a deployment read a moment ago is gone — e.g. a parallel destroy). Under a
+        progressive policy the weights move in gated steps: wait for the shift's outcome (a failed one keeps the
+        deployment, saying which gate failed)."""
         from .client import PlatformError
 
         for attempt in range(8):
@@ -469,10 +480,14 @@ class DeploymentProvider(PlatformProvider):
                 spec.pop("mirror")
             try:
                 client.put_traffic(service, spec, if_match=(traffic.get("metadata") or {}).get("resource_version"))
-                return
             except PlatformError as exc:
                 if exc.status_code not in (409, 422) or attempt == 7:
                     raise
+                continue
+            if spec.get("progressive") is not None:
+                wait_converged(lambda: client.get_traffic(service), f"traffic of service '{service}'",
+                               timeout=timeout_s, require_ready=True)
+            return
 
 
 class TrafficProvider(PlatformProvider):
@@ -508,10 +523,12 @@ class TrafficProvider(PlatformProvider):
         return dynamic.UpdateResult(self._write(id_, news))
 
     def _write(self, service: str, props: Mapping[str, Any]) -> dict[str, Any]:
+        spec = self.platform_spec(props)
         with self.connection.client() as client:
-            written = client.put_traffic(service, self.platform_spec(props))
+            written = client.put_traffic(service, spec)
+            # A progressive shift is Ready once it succeeded; a failed one is Degraded with the gate that failed.
             obj = self.converge(written, lambda: client.get_traffic(service), f"traffic of service '{service}'",
-                                require_ready=False)
+                                require_ready=spec.get("progressive") is not None)
         return self.outputs(props, obj)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ...plan import REPLACE_FIELDS
+from ...plan.release import FAILED_PHASES, RETRY_HINT, release_state_text
 from ...spec import (
     SECRET_MASK,
     UNKNOWN,
@@ -415,3 +416,22 @@ def weights_without(weights: Mapping[str, float], key: str, others: list[str]) -
     biggest = max(out, key=lambda k: (out[k], k))
     out[biggest] = round(out[biggest] + 100 - sum(out.values()), 2)
     return out
+
+
+# --- progressive releases -----------------------------------------------------------------------------------------
+
+def live_release_note(path: str, live: Mapping[str, Any]) -> str | None:
+    """What a preview says of the live object's progressive release of its current generation: one that rolled back
+    or paused leaves what is live different from what is declared (and the diff shows nothing to do), one under way
+    is still moving it."""
+    status = live.get("status") or {}
+    release = status.get("release")
+    if not isinstance(release, Mapping) or release.get("generation") != (live.get("metadata") or {}).get("generation"):
+        return None
+    state = {**release, "live_weights": status.get("live_weights")}
+    text = release_state_text(path.removeprefix("services/").replace("/deployments/", "/"), state)
+    if text is None:
+        return None
+    if release.get("phase") in FAILED_PHASES:
+        text += f"; {RETRY_HINT.replace('run `inferstack apply --retry-release`', 'retry it through the API')}"
+    return text
