@@ -10,6 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 NetworkType = Literal["public_gateway", "private_gateway", "clb"]
 
 
+def _not_negative(what: str, value: dict[str, float]) -> dict[str, float]:
+    negative = sorted(key for key, weight in value.items() if weight < 0)
+    if negative:
+        raise ValueError(f"{what} must be >= 0: {', '.join(negative)}")
+    return value
+
+
 class _Model(BaseModel):
     # Finite numbers only: a timeout of Infinity or a NaN weight must never reach the routing decisions.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -94,10 +101,7 @@ class Traffic(_Model):
     @field_validator("weights")
     @classmethod
     def _weights_are_not_negative(cls, value: dict[str, float]) -> dict[str, float]:
-        negative = sorted(key for key, weight in value.items() if weight < 0)
-        if negative:
-            raise ValueError(f"weights must be >= 0: {', '.join(negative)}")
-        return value
+        return _not_negative("weights", value)
 
 
 class Instance(_Model):
@@ -127,10 +131,7 @@ class Deployment(_Model):
     @field_validator("revision_weights")
     @classmethod
     def _revision_weights_are_not_negative(cls, value: dict[str, float]) -> dict[str, float]:
-        negative = sorted(key for key, weight in value.items() if weight < 0)
-        if negative:
-            raise ValueError(f"revision weights must be >= 0: {', '.join(negative)}")
-        return value
+        return _not_negative("revision weights", value)
 
 
 class Service(_Model):
