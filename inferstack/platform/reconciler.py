@@ -124,7 +124,8 @@ class Reconciler:
         # Progressive releases: traffic shifts and canary redeploys (releases.py, canary.py).
         self.releases = ReleaseManager(store, windows=self._gateway_windows, routing_changed=self._release_routed,
                                        deployment_changed=self._write_status,
-                                       controllers=lambda svc, dep: self.controllers.get((svc, dep, STANDARD_ROLE)))
+                                       controllers=lambda svc, dep: self.controllers.get((svc, dep, STANDARD_ROLE)),
+                                       rollouts=self._rollout_of)
         self.canaries = CanaryRollouts(store, self.releases)
 
     # --- lifecycle -------------------------------------------------------------------------------------------------
@@ -314,6 +315,24 @@ class Reconciler:
         self.capacity.converged(service_key)
         self.capacity.run()
         self._publish_wanted.set()
+
+    def _rollout_of(self, svc: str, dep: str) -> tuple[str, str]:
+        """Where the deployment's roles are with the revision of its current spec, for a traffic shift toward it:
+        ("failed", why) when a role's rollout stopped, ("waiting", what) while a ready instance of an earlier revision
+        could still take the shift's requests or none of the current one is ready yet, else ("done", ""). A scale
+        alone is not waited for; a role held as a canary (its own progressive release splits it by revision) counts
+        as rolled out."""
+        roles = sorted((key[2], controller) for key, controller in self.controllers.items() if key[:2] == (svc, dep))
+        waiting = []
+        for role, controller in roles:
+            rs = controller.status()
+            progressing = rs.condition("Progressing")
+            if progressing.status == "False":
+                return "failed", f"{progressing.reason}: {progressing.message}"
+            current = rs.complete or rs.replicas == 0 or (rs.updated_ready > 0 and rs.ready == rs.updated_ready)
+            if not current and controller.canary is None:
+                waiting.append(progressing.message if len(roles) == 1 else f"{role}: {progressing.message}")
+        return ("waiting", "; ".join(w for w in waiting if w)) if waiting else ("done", "")
 
     def _drain(self, svc: str, dep: str, keys: list[RoleKey], why: str) -> None:
         """Stop these controllers' instances in the background (tracked: a platform stop waits for them); once they

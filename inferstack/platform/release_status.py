@@ -97,6 +97,8 @@ def where(release: Mapping[str, Any]) -> str:
     step = int(release.get("step") or 0)
     if not steps:
         return "its start"
+    if step == 0:
+        return f"its start (before step 1 of {len(steps)})"
     text = f"step {step} of {len(steps)}"
     if 0 < step <= len(steps):
         text += f" ({steps[step - 1]:g} %)"

@@ -14,6 +14,11 @@ Two kinds of run, one loop:
   `revision_weights`); the step of 100 promotes (the rolling update goes on); a failure rolls back (the new revision is
   torn down, the old keeps serving) or pauses.
 
+A traffic shift routes its first step only once every deployment gaining traffic has rolled out the revision of
+its current generation (an apply that changes a deployment and the weights toward it at once: the shift must judge the
+new revision, never the old one on its way out); a rollout that fails first fails the release. A canary redeploy held
+on such a deployment does not hold the shift back (the revision split is its own release).
+
 A step's window opens when the gateway has acknowledged a snapshot routing the step (and, for a canary, a ready
 new-revision instance); its totals are sampled (`GET /windows`) at the step's start and then every tick — a tenth of
 the bake time, 50 ms to 1 s — and judged (`release_gates.judge`). Verdicts and readings go to status (readings at most
@@ -135,7 +140,7 @@ class TrafficShift(Run):
         super().__init__(svc, "traffic", state, policy)
         start, end = state.get("from") or {}, state.get("to") or {}
         keys = list(dict.fromkeys([*start, *end]))
-        self._gaining = [k for k in keys if end.get(k, 0.0) > start.get(k, 0.0) + SHARE_EPSILON]
+        self.gaining = [k for k in keys if end.get(k, 0.0) > start.get(k, 0.0) + SHARE_EPSILON]
         self._losing = {k for k in keys if end.get(k, 0.0) < start.get(k, 0.0) - SHARE_EPSILON}
 
     def weights_at(self, index: int) -> dict[str, float]:
@@ -149,13 +154,13 @@ class TrafficShift(Run):
     def side_of(self, key: tuple[str, str, str]) -> str | None:
         if key[0] != self.svc:
             return None
-        if key[1] in self._gaining:
+        if key[1] in self.gaining:
             return key[1]
         return "baseline" if key[1] in self._losing else None
 
     def targets(self) -> list[str]:
         weights = self.state.get("weights") or {}
-        return [k for k in self._gaining if float(weights.get(k, 0.0)) > 0]
+        return [k for k in self.gaining if float(weights.get(k, 0.0)) > 0]
 
     def has_baseline(self) -> bool:
         return bool(self._losing)
@@ -204,6 +209,12 @@ class CanaryRedeploy(Run):
 
 
 Windows = Callable[[list[str]], Awaitable[Mapping[str, Any]]]
+Rollouts = Callable[[str, str], tuple[str, str]]  # (service, deployment) → ("done" | "waiting" | "failed", why)
+ROLLED_OUT, ROLLING_OUT, ROLLOUT_FAILED = "done", "waiting", "failed"
+
+
+def _rolled_out(svc: str, dep: str) -> tuple[str, str]:
+    return ROLLED_OUT, ""
 
 
 class ReleaseManager:
@@ -213,8 +224,10 @@ class ReleaseManager:
     changed, and `deployment_changed(service, deployment)` when a deployment's release record did."""
 
     def __init__(self, store: Store, *, windows: Windows, routing_changed: Callable[[str], None],
-                 deployment_changed: Callable[[str, str], None], controllers: Callable[[str, str], Any]) -> None:
+                 deployment_changed: Callable[[str, str], None], controllers: Callable[[str, str], Any],
+                 rollouts: Rollouts = _rolled_out) -> None:
         self.store = store
+        self._rollout = rollouts  # where a deployment's rollout of its current generation is
         self._windows = windows
         self._routing_changed = routing_changed
         self._deployment_changed = deployment_changed
@@ -275,9 +288,13 @@ class ReleaseManager:
             run = self.runs.get(obj)
             if release.get("phase") == PROGRESSING and not isinstance(run, TrafficShift):
                 run = self.runs[obj] = TrafficShift(svc, dict(release), policy)
-                self._event(run, "ReleaseResumed", f"{where(release)} resumed after a platform restart: its window "
-                                                   f"starts again once the gateway routes "
-                                                   f"{weights_text(release.get('weights') or {})}")
+                if not run.step:
+                    self._event(run, "ReleaseResumed", "resumed after a platform restart: step 1 is routed once the "
+                                                       "deployments gaining traffic have rolled out")
+                else:
+                    self._event(run, "ReleaseResumed", f"{where(release)} resumed after a platform restart: its "
+                                                       f"window starts again once the gateway routes "
+                                                       f"{weights_text(release.get('weights') or {})}")
                 self._routing_changed(svc)  # a snapshot carrying the step opens its window
                 self._wake.set()
             return
@@ -305,7 +322,30 @@ class ReleaseManager:
         run = self.runs[obj] = TrafficShift(svc, state, policy)
         self._event(run, "ReleaseStarted", f"shifting {weights_text(start)} → {weights_text(end)} in steps of "
                                            f"{', '.join(f'{s:g}' for s in policy.steps)} %")
-        self._enter_traffic_step(run, 1)
+        self._first_step_when_rolled_out(run)
+
+    def _first_step_when_rolled_out(self, run: TrafficShift) -> None:
+        """Route step 1 once every deployment gaining traffic runs its current generation's revision; until then the
+        weights stay where they were (step 0, `reason` says what is awaited). A failed rollout fails the release."""
+        waiting = []
+        for dep in run.gaining:
+            state, why = self._rollout(run.svc, dep)
+            if state == ROLLOUT_FAILED:
+                self._failed(run, Verdict("fail", f"{dep}: its rollout failed before the shift began: {why}",
+                                          "rollout"))
+                return
+            if state == ROLLING_OUT:
+                waiting.append(f"{dep} ({why})" if why else dep)
+        if not waiting:
+            self._enter_traffic_step(run, 1)
+            return
+        reason = f"waiting for the rollout of {', '.join(waiting)} before step 1"
+        at = time.monotonic()
+        if run.readings_at == 0.0 or (reason != run.state.get("reason") and at - run.readings_at >= READINGS_EVERY_S):
+            run.readings_at = at  # the first time at once: the routing must keep the weights live before the release
+            run.state["reason"] = reason
+            self._write_traffic(run.svc, {"release": dict(run.state), "live_weights": dict(run.state["weights"])})
+        self._wake.set()
 
     def _end_traffic_policy(self, svc: str, row: Any, release: dict[str, Any] | None) -> None:
         """No policy (any more): the declared weights are routed as written."""
@@ -407,7 +447,7 @@ class ReleaseManager:
         entries = {e.get("key"): e for e in snapshot.get("services") or []}
         at = time.monotonic()
         for run in self.runs.values():
-            if run.armed_at is None and run.state.get("phase") == PROGRESSING:
+            if run.armed_at is None and run.state.get("phase") == PROGRESSING and run.step > 0:
                 entry = entries.get(run.svc)
                 if entry is not None and run.matches(entry):
                     run.armed_at = at
@@ -438,6 +478,8 @@ class ReleaseManager:
         """Judge every armed step once (one read of the gateway's totals for all of them)."""
         active = [r for r in self.runs.values() if r.state.get("phase") == PROGRESSING]
         for run in active:
+            if isinstance(run, TrafficShift) and not run.step:
+                self._first_step_when_rolled_out(run)
             if isinstance(run, CanaryRedeploy):
                 failure = self._canary_failure(run)
                 if failure is not None:

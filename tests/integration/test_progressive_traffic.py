@@ -150,3 +150,50 @@ def test_status_shows_the_declared_and_the_live_weights_and_why(platform):
     assert "0, live 100" in shown.stdout and "100, live 0" in shown.stdout  # stable, canary: declared, live
     assert "traffic: release RolledBack, step 1 of 3 (10 %): weights canary 0, stable 100" in shown.stdout
     assert "canary: error rate" in shown.stdout
+
+
+def test_a_shift_toward_a_deployment_redeployed_in_the_same_apply_waits_for_its_new_revision(platform, tmp_path):
+    """One apply changes the canary (its old revision answers 500 to everything; the new one is healthy but takes a
+    second to listen) and shifts the weights to it: step 1 is routed only once the new revision serves alone, so no
+    request ever reaches the old one and the shift judges the revision that was declared."""
+    client = platform.client()
+    broken_old = [{"name": "ECHO_FAILURE_RATE", "value": "1"}]
+    client.apply(shift_stack("renewed", (100, 0), POLICY, broken_old))
+    wait_ready(client, "renewed")
+    url, headers = gateway(client, "renewed")
+    slow_start = [{"name": "ECHO_STARTUP_DELAY_S", "value": "1"}]
+    shifted = write_stack(tmp_path / "renewed.yaml", shift_stack("renewed", (0, 100), POLICY, slow_start))
+    with Load(url, headers) as one, Load(url, headers) as two:
+        applied = cli(platform.data_dir, "apply", str(shifted), "--timeout", "30")
+        time.sleep(0.3)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    traffic = wait_release(client, "renewed", ("Succeeded",))
+    assert traffic["status"]["live_weights"] == {"stable": 0, "canary": 100}
+    assert one.failed == two.failed == 0, (one.errors + two.errors)[:3]
+    assert {dep for _, _, dep in one.outcomes + two.outcomes} == {"stable", "canary"}
+
+    # Step 1 came after the new revision turned ready and the old one was scaled down (withdrawn from routing).
+    events = [(e["object"].rsplit("/", 1)[-1], e["reason"], e["message"])
+              for e in client.events("renewed") if e.get("action") == "event"]
+    started = events.index(next(e for e in events if e[1] == "ReleaseStarted"))
+    first_step = events.index(next(e for e in events if e[1] == "ReleaseStep"))
+    new_ready = max(i for i, e in enumerate(events) if e[:2] == ("canary", "Ready"))
+    old_gone = next(i for i, e in enumerate(events) if e[:2] == ("canary", "ScalingReplicaSet") and i > started
+                    and e[2].startswith("scaled down"))
+    assert started < new_ready < first_step and started < old_gone < first_step, events[started:first_step + 1]
+
+
+def test_a_shift_toward_a_deployment_whose_new_revision_crash_loops_fails_before_routing_it(platform, tmp_path):
+    client = platform.client()
+    client.apply(shift_stack("doomed", (100, 0), POLICY))
+    wait_ready(client, "doomed")
+    crashing = [{"name": "ECHO_EXIT_AT_START", "value": "1"}]
+    shifted = write_stack(tmp_path / "doomed.yaml", shift_stack("doomed", (0, 100), POLICY, crashing))
+    applied = cli(platform.data_dir, "apply", str(shifted), "--timeout", "30")
+    assert applied.returncode == 3, applied.stdout + applied.stderr
+    traffic = wait_release(client, "doomed", ("RolledBack",))
+    release = traffic["status"]["release"]
+    assert release["step"] == 0 and release["failed_gate"] == "rollout"
+    assert "canary: its rollout failed before the shift began: CrashLoopBackOff" in release["reason"]
+    assert traffic["status"]["live_weights"] == {"stable": 100, "canary": 0}
+    assert [e["reason"] for e in release_events(client, "doomed")] == ["ReleaseStarted", "ReleaseRolledBack"]
