@@ -271,8 +271,11 @@ def stop(data_dir: str | Path | None = None, timeout: float | None = None) -> di
     root = resolve_data_dir(data_dir)
     info = read_info(root)
     if info is None:
+        gateway = _stop_left_gateway(root)  # first: nothing routes to the instances while they stop
         cleaned = _stop_left_trees(root, _longest_grace(root)) if (root / "platform.db").exists() else {}
-        return {"url": None, "pid": None, "running": False, "cleaned": cleaned} if cleaned else None
+        if not cleaned and gateway is None:
+            return None
+        return {"url": None, "pid": None, "running": False, "cleaned": cleaned, "gateway": gateway}
     pid, started = info["pid"], info.get("start_time")
 
     def alive() -> bool:
@@ -294,8 +297,10 @@ def stop(data_dir: str | Path | None = None, timeout: float | None = None) -> di
             os.kill(pid, signal.SIGKILL)
             forced = True
         time.sleep(0.02)
+    gateway = _stop_left_gateway(root) if forced else None
     cleaned = _stop_left_trees(root, 2.0) if forced else {}  # it overran already: a short grace
-    return {**info, "report": _read_stop_report(root, pid), "forced": forced, "cleaned": cleaned}
+    return {**info, "report": _read_stop_report(root, pid), "forced": forced, "cleaned": cleaned,
+            "gateway": gateway}
 
 
 def _stopping(root: Path, pid: int) -> dict[str, Any] | None:
@@ -323,6 +328,47 @@ def _stop_left_trees(root: Path, grace_s: float) -> dict[str, list[int]]:
     return terminate_strays(trees, grace_s) if trees else {}
 
 
+GATEWAY_STOP_S = 10.0  # the gateway drains its connections for up to 5 s on SIGTERM
+
+
+def _stop_left_gateway(root: Path) -> dict[str, Any] | None:
+    """With no server running: stop the gateway a killed platform left serving (it outlives the control plane on
+    purpose), found by its record — the same pid *and* start time, never a later process with its pid — SIGTERM, then
+    SIGKILL after GATEWAY_STOP_S. Its record and persisted snapshot go, as after a deliberate stop. Returns what was
+    done ({"pid", "killed"}), or None when no recorded gateway was running."""
+    from .gateway.statedir import StateDir
+
+    state = StateDir(root / "gateway")
+    if not state.path.is_dir():
+        return None
+    record = state.read_record()
+    if record is None or process_start_time(record["pid"]) != record["start_time"]:
+        state.remove_record()
+        state.remove_snapshot()
+        return None
+    pid = record["pid"]
+
+    def alive() -> bool:
+        return process_start_time(pid) == record["start_time"]
+
+    killed = False
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + GATEWAY_STOP_S
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if alive():
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+            while alive():
+                time.sleep(0.02)
+    except ProcessLookupError:
+        pass
+    state.remove_record(pid)
+    state.remove_snapshot()
+    return {"pid": pid, "killed": killed}
+
+
 def _longest_grace(root: Path) -> float:
     """The longest graceful period of the data dir's deployments (the default 30 s when none can be read)."""
     import sqlite3
@@ -343,8 +389,8 @@ def describe_stop(result: dict[str, Any]) -> list[str]:
     """What `stop` did, in lines a person reads (the CLI prints them)."""
     if result.get("running") is False:
         cleaned = result.get("cleaned") or {}
-        return [(f"no platform was running; stopped {len(cleaned)} instance process tree(s) "
-                 f"({sum(map(len, cleaned.values()))} process(es)) a killed platform had left")]
+        return [(f"no platform was running; stopped what a killed platform had left: {_gateway_text(result)}"
+                 f"{len(cleaned)} instance process tree(s) ({sum(map(len, cleaned.values()))} process(es))")]
     lines = [f"stopped the platform at {result['url']} (pid {result['pid']})"]
     report = result.get("report") or []
     if report:
@@ -359,10 +405,17 @@ def describe_stop(result: dict[str, Any]) -> list[str]:
             lines.append(f"  {leftovers} leftover process(es) of instance process trees killed")
     if result.get("forced"):
         cleaned = result.get("cleaned") or {}
-        lines.append(f"  the platform overran its announced shutdown and was killed (SIGKILL); "
-                     f"{len(cleaned)} instance process tree(s) it left ({sum(map(len, cleaned.values()))} "
-                     f"process(es)) were stopped")
+        lines.append(f"  the platform overran its announced shutdown and was killed (SIGKILL); stopped what it left: "
+                     f"{_gateway_text(result)}{len(cleaned)} instance process tree(s) "
+                     f"({sum(map(len, cleaned.values()))} process(es))")
     return lines
+
+
+def _gateway_text(result: dict[str, Any]) -> str:
+    gateway = result.get("gateway")
+    if not gateway:
+        return ""
+    return f"the gateway (pid {gateway['pid']}{', killed with SIGKILL' if gateway.get('killed') else ''}), "
 
 
 def _healthy(url: str) -> bool:
