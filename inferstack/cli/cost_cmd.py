@@ -18,17 +18,27 @@ def cost(
     service: Annotated[str | None, typer.Argument(metavar="SERVICE",
                                                   help="Service key (default: every service).")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="text, or json (the meter's report).")] = Format.text,
+    deleted: Annotated[bool, typer.Option("--deleted", help="Also the final bills of deleted services (a service "
+                                                           "deleted and created again under its key has one bill "
+                                                           "per life). JSON: {\"services\": …, \"deleted\": "
+                                                           "[…]}.")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Cost so far and per hour now: prepaid slots held whatever their use, pay-as-you-go instance-seconds, idle
     instances at the rate of the queue they borrow — per deployment, queue and billing type."""
     with _client(data_dir) as client:
-        keys = [service] if service else [s["metadata"]["key"] for s in client.list_services()]
+        gone = [b for b in client.costs() if b["deleted"] and service in (None, b["service"])] if deleted else []
+        live = [s["metadata"]["key"] for s in client.list_services()]
+        keys = ([service] if service in live or not gone else []) if service else live  # a deleted key: its bills
         reports = {key: client.cost(key) for key in keys}
     if fmt is Format.json:
-        print_json(reports[service] if service else reports)
+        shown = reports[service] if service and keys else reports
+        print_json({"services": shown, "deleted": gone} if deleted else shown)
         return
-    if not reports:
-        console.print("No services.", highlight=False)
+    if not reports and not gone:
+        console.print("No services." if not deleted else "No services, and no bills of deleted ones.",
+                      highlight=False)
     for key, report in reports.items():
         print_cost(console, key, report)
+    for bill in gone:
+        print_cost(console, f"{bill['service']} (deleted; uid {bill['uid']})", bill)

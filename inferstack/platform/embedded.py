@@ -132,8 +132,20 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
         reconciler.capacity.run()  # the meter reflects every placement up to now
         return JSONResponse({"service": key, **meter.report(row.uid)})
 
+    async def costs(request: Request) -> JSONResponse:
+        """Every bill the meter holds, deleted services' too (`deleted`: no live service has its uid), oldest first."""
+        reconciler.capacity.run()
+        bills = []
+        for bill in meter.bills():
+            row = platform.store.get("service", bill["service"])
+            bills.append({"service": bill["service"], "uid": bill["service_uid"],
+                          "deleted": row is None or row.uid != bill["service_uid"],
+                          **meter.report(bill["service_uid"])})
+        return JSONResponse({"services": bills})
+
     platform.routes.extend([
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/costs", costs, methods=["GET"]),
         Route("/v1/gateway", gateway_status, methods=["GET"]),
         Route("/v1/services/{key}/cost", cost, methods=["GET"]),
         Route("/v1/services/{key}/deployments/{dkey}/logs", logs, methods=["GET"]),

@@ -156,6 +156,15 @@ class Meter:
                 raise
         self._last, self._flushed = current, now
 
+    def bills(self) -> list[dict[str, Any]]:
+        """Every service the meter has charged (deleted ones too: their bills stay), oldest first:
+        `{service_uid, service, first}`."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT service_uid, service, min(first) FROM lines GROUP BY service_uid ORDER BY min(first), "
+                "service_uid").fetchall()
+        return [{"service_uid": uid, "service": service, "first": first} for uid, service, first in rows]
+
     def report(self, service_uid: str) -> dict[str, Any]:
         """Cost so far and per hour now of one service (by uid), per line and in total, at the clock's now."""
         now = self.clock()

@@ -57,5 +57,22 @@ def test_cost_after_a_scripted_peak_is_instance_seconds_times_prices_and_survive
                                        dry_run=True)["plan"]
         line = next(ln for ln in plan["cost"]["lines"] if ln["deployment"] is None)
         assert line["before"] == pytest.approx(report["per_hour"])  # the plan and the meter: one price model
+
+        # Deleted, its final bill stays readable and stops growing; created again under its key, a new bill starts.
+        uid = platform.client().get_service("peak")["metadata"]["uid"]
+        platform.client().delete_service("peak")
+        until("the deleted service's bill closed", lambda: [
+            (b["deleted"], b["per_hour"]) for b in platform.client().costs() if b["uid"] == uid] == [(True, 0)])
+        clock.write_text(str(t0 + 20000))
+        final = next(b for b in platform.client().costs() if b["uid"] == uid)
+        assert final["service"] == "peak" and final["cost"] == pytest.approx(report["cost"], **money)
+        text = cli(data, "cost", "peak", "--deleted")
+        assert f"peak (deleted; uid {uid})" in text and f"cost so far {report['cost']:.4f}" in text
+        assert "No services." in cli(data, "cost")  # without --deleted: live services only
+        scale(1)
+        bills = {(b["service"], b["deleted"]) for b in platform.client().costs()}
+        assert bills == {("peak", True), ("peak", False)}
+        both = cli(data, "cost", "--deleted")
+        assert both.count("Cost of peak") == 2 and f"peak (deleted; uid {uid})" in both
     finally:
         platform.stop()

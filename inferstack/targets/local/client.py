@@ -218,6 +218,10 @@ class PlatformClient:
         """Cost so far and per hour now of a service: `{cost, per_hour, by_billing, lines, at}` (the meter)."""
         return self.request("GET", f"/v1/services/{_seg(svc)}/cost")
 
+    def costs(self) -> list[dict[str, Any]]:
+        """Every bill the meter holds, deleted services' too: `[{service, uid, deleted, cost, per_hour, …}]`."""
+        return self.request("GET", "/v1/costs")["services"]
+
     # --- inventory -----------------------------------------------------------------------------------------------
 
     def get_inventory(self, kind: str, name: str) -> dict[str, Any]:
