@@ -602,7 +602,8 @@ def rotate_key(
 def logs(
     service: ServiceKey,
     deployment: Annotated[str, typer.Argument(metavar="DEPLOYMENT", help="Deployment key.")],
-    tail: Annotated[int, typer.Option("--tail", metavar="N", help="Lines per instance.")] = 50,
+    tail: Annotated[int, typer.Option("--tail", metavar="N", min=1, max=10_000, help="Lines per instance (1 to "
+                                                                                     "10000).")] = 50,
     fmt: Annotated[Format, typer.Option("--format", help="text, or json: {service, deployment, instances: "
                                                          "[{instance, lines}]}.")] = Format.text,
     data_dir: DataDir = None,

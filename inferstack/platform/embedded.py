@@ -18,6 +18,7 @@ from . import release_api
 from .autoscaler import Autoscaler
 from .gateway.process import GatewayUnavailable
 from .gateway.supervisor import GatewaySupervisor
+from .inputs import int_param, only_params
 from .keys import InvocationKeys
 from .metering import METER_DB, Meter, clock_from_env
 from .reconciler import Reconciler, Settings
@@ -66,6 +67,7 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
     platform.on_shutdown.extend([autoscaler.stop, reconciler.stop])  # no new counts while instances stop
 
     async def metrics(request: Request) -> PlainTextResponse:
+        only_params(request, ())
         lines = reconciler.metrics_lines() + (supervisor.metrics_lines() if supervisor is not None else [])
         text = "\n".join(lines) + "\n"
         if supervisor is not None:
@@ -77,12 +79,14 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
 
     async def gateway_status(request: Request) -> JSONResponse:
         """The gateway's supervision state and, per service, what routing the gateway has acknowledged."""
+        only_params(request, ())
         routing = {key: {"fresh": r.fresh, "routed": r.routed, "reason": r.reason, "snapshot_version": r.version,
                          "generations": r.generations} for key, r in reconciler.routing.services().items()}
         return JSONResponse({"gateway": supervisor.health() if supervisor is not None else None,
                              "acknowledged_version": reconciler.routing.acknowledged_version, "services": routing})
 
     def _service(request: Request) -> str | JSONResponse:
+        only_params(request, ())  # no dry run here: `?dry_run=true` on a rotation must not rotate the key for real
         key = request.path_params["key"]
         if platform.store.get("service", key) is None:
             return JSONResponse({"error": "not_found", "message": f"services/{key} does not exist"}, 404)
@@ -109,15 +113,13 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
 
     async def logs(request: Request) -> JSONResponse:
         """The last lines of each instance's log (stdout and stderr), newest instances last."""
+        only_params(request, ("tail",))
+        tail = int_param(request, "tail", 100, 1, 10_000)
         key, dkey = request.path_params["key"], request.path_params["dkey"]
         row = platform.store.get("deployment", dkey, key)
         if row is None:
             return JSONResponse({"error": "not_found", "message": f"services/{key}/deployments/{dkey} does not "
                                  f"exist"}, 404)
-        try:
-            tail = max(1, min(int(request.query_params.get("tail", "100")), 10_000))
-        except ValueError:
-            return JSONResponse({"error": "bad_request", "message": "tail must be a whole number"}, 400)
         # This object's logs only (keyed by its uid): a re-created deployment never shows its predecessor's.
         paths = [i.get("log_path") for r in (row.status.get("roles") or {}).values() for i in r.get("instances", [])]
         out = read_logs(Path(data_dir), key, dkey, row.uid, tail, paths)
@@ -125,6 +127,7 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
 
     async def cost(request: Request) -> JSONResponse:
         """Cost so far and per hour now of a service (metering.py; prices per instance-hour of the inventory)."""
+        only_params(request, ())
         key = request.path_params["key"]
         row = platform.store.get("service", key)
         if row is None:
@@ -134,6 +137,7 @@ def attach(platform, data_dir: Path, *, settings: Settings | None = None, gatewa
 
     async def costs(request: Request) -> JSONResponse:
         """Every bill the meter holds, deleted services' too (`deleted`: no live service has its uid), oldest first."""
+        only_params(request, ())
         reconciler.capacity.run()
         bills = []
         for bill in meter.bills():

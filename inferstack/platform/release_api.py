@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from .inputs import only_params
 from .objects import DEPLOYMENT, TRAFFIC, envelope, object_path
 from .release_status import FAILED, current
 
@@ -43,6 +44,7 @@ def retry(platform: Any, kind: str, key: str, parent: str) -> tuple[int, dict[st
 
 def routes(platform: Any) -> list[Route]:
     async def traffic_retry(request: Request) -> JSONResponse:
+        only_params(request, ())  # no dry run: `?dry_run=true` must not start a real attempt
         svc = request.path_params["key"]
         status, body = retry(platform, TRAFFIC, svc, svc)
         if status == 200:
@@ -50,6 +52,7 @@ def routes(platform: Any) -> list[Route]:
         return JSONResponse(body, status)
 
     async def deployment_retry(request: Request) -> JSONResponse:
+        only_params(request, ())
         svc, dep = request.path_params["key"], request.path_params["dkey"]
         status, body = retry(platform, DEPLOYMENT, dep, svc)
         if status == 200:
