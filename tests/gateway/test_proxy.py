@@ -339,3 +339,70 @@ def test_concurrent_slow_requests_are_spread_to_the_least_busy_instance(
     for thread in threads:
         thread.join()
     assert sorted(responses) == ["busy-a"] * 3 + ["busy-b"] * 3
+
+
+# ------------------------------------------------------------------------------------------ hostile heads
+
+
+def test_a_head_over_64_kib_is_a_431_and_never_reaches_the_backend(gateway: GatewayUnderTest,
+                                                                   backends: BackendHost) -> None:
+    backend = backends.start("big-head")
+    gateway.push(service("chat", {"main": [backend]}, weights={"main": 100}))
+    big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (200 * 1024) + b"\r\n\r\n"
+    answer = raw_exchange(gateway.port("chat"), big)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"request_header_fields_too_large" in answer and b"Connection: close" in answer
+    many = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: y\r\n" % i for i in range(200)) + b"\r\n"
+    answer = raw_exchange(gateway.port("chat"), many)
+    assert answer.startswith(b"HTTP/1.1 431 ") and b"201 headers (at most 128)" in answer, answer[:300]
+    assert backend.requests == 0
+    # A head sent slowly in small pieces is counted as it comes: the gateway never buffers past the limit.
+    with socket.create_connection(("127.0.0.1", gateway.port("chat")), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            for _ in range(100):
+                sock.sendall(b"a" * 1024)
+        except OSError:
+            pass  # closed on us once over the limit
+        assert read_until(sock, b"\r\n\r\n").startswith(b"HTTP/1.1 431 ")
+    # Just under the limits, the same request is served.
+    fine = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " + b"a" * (60 * 1024) + b"\r\n\r\n"
+    assert raw_exchange(gateway.port("chat"), fine).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_head_trickled_past_the_head_timeout_is_a_408_and_the_connection_closes(backends: BackendHost) -> None:
+    import os
+
+    from inferstack.platform.gateway import GatewayProcess
+
+    process = GatewayProcess(env={**os.environ, "INFERSTACK_GATEWAY_HEAD_TIMEOUT_S": "0.5"}).start()
+    try:
+        gateway = GatewayUnderTest(process)
+        gateway.push(service("chat", {"main": [backends.start("slow-head")]}, weights={"main": 100}))
+        with socket.create_connection(("127.0.0.1", gateway.port("chat")), timeout=10) as sock:
+            started = time.monotonic()
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            for _ in range(10):  # a slowloris: a byte now and then, never the end of the head
+                time.sleep(0.25)
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    break
+            answer = read_until(sock, b"\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 408 ") and b"within 0.5 s" in answer, answer[:300]
+            assert time.monotonic() - started < 5
+        assert raw_exchange(gateway.port("chat"), b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") \
+            .startswith(b"HTTP/1.1 200 ")  # a prompt client is served as ever
+    finally:
+        process.stop()
+
+
+def test_a_bad_head_timeout_setting_stops_the_gateway_with_a_clear_message() -> None:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "inferstack.platform.gateway"], capture_output=True, text=True,
+                          env={**os.environ, "INFERSTACK_GATEWAY_ADMIN_TOKEN": "t",
+                               "INFERSTACK_GATEWAY_HEAD_TIMEOUT_S": "inf"}, timeout=20, check=False)
+    assert done.returncode == 2 and "INFERSTACK_GATEWAY_HEAD_TIMEOUT_S='inf': seconds from 0.1 to 3600" in done.stderr

@@ -20,12 +20,14 @@ import uvloop
 from pydantic import ValidationError
 
 from ..server import process_start_time
+from . import proxy
 from .admin import AdminServer
 from .server import Gateway
 from .snapshot import Snapshot
 from .statedir import StateDir
 
 TOKEN_ENV = "INFERSTACK_GATEWAY_ADMIN_TOKEN"
+HEAD_TIMEOUT_ENV = "INFERSTACK_GATEWAY_HEAD_TIMEOUT_S"  # a request head must arrive within (default 30 s)
 DRAIN_GRACE_S = 5.0
 PARENT_POLL_S = 0.5
 
@@ -129,6 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     if not token:
         print(f"{TOKEN_ENV} must be set", file=sys.stderr)
         return 2
+    raw = os.environ.get(HEAD_TIMEOUT_ENV)
+    if raw is not None:
+        try:
+            head_timeout = float(raw)
+        except ValueError:
+            head_timeout = float("nan")
+        if not 0.1 <= head_timeout <= 3600:
+            print(f"{HEAD_TIMEOUT_ENV}={raw[:50]!r}: seconds from 0.1 to 3600", file=sys.stderr)
+            return 2
+        proxy.HEAD_TIMEOUT_S = head_timeout
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s gateway %(levelname)s %(message)s")
     state_dir = StateDir(args.state_dir).ensure() if args.state_dir else None
     uvloop.run(serve(token, args.admin_port, state_dir, args.exit_with))

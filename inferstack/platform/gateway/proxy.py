@@ -45,6 +45,17 @@ if TYPE_CHECKING:
     from .routing import ServiceRouter
 
 BUFFER_LIMIT = 256 * 1024  # request bytes held while the upstream connection is being opened
+# A request head (request line and headers) is at most this large and has at most this many headers, like Envoy's
+# defaults (60 KiB, 100): a larger one is a 431 and the connection closes — the parser would otherwise buffer a
+# header of any size. A head must arrive within HEAD_TIMEOUT_S of its first byte (nginx's client_header_timeout is
+# 60 s): a client trickling a head (slowloris) gets a 408 and the connection closes.
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 128
+HEAD_TIMEOUT_S = 30.0
+# After an answer that ends a connection whose client may still be sending (a refused head, a malformed request),
+# the gateway stops writing and reads and drops what comes for up to LINGER_S before it closes — closing a socket with
+# unread data sends a reset, which can destroy the answer before the client reads it (nginx's lingering close).
+LINGER_S = 2.0
 
 # The instances answer only requests that carry their service's token (see ServiceEntry.upstream).
 UPSTREAM_TOKEN_HEADER = images.UPSTREAM_TOKEN_HEADER.encode()
@@ -134,8 +145,9 @@ class ClientConnection(asyncio.Protocol):
 
     # Slots: a smaller object per connection, and attribute access measured ~15 % faster on the hot path.
     __slots__ = ("allowed_by", "allowed_key", "authorization", "busy", "chunked_in", "closing", "deadline",
-                 "deferred", "entry", "expect_continue", "gateway", "hparts", "instance", "is_head", "keep_alive",
-                 "keep_alive_asked", "last_active", "listener", "logical_port", "loop", "mirror", "obuf", "obuf_size",
+                 "deferred", "entry", "expect_continue", "gateway", "head_bytes", "header_bytes", "headers", "hparts", "in_head",
+                 "instance", "is_head", "keep_alive",
+                 "keep_alive_asked", "last_active", "lingering", "listener", "logical_port", "loop", "mirror", "obuf", "obuf_size",
                  "parser", "paused_for_pipeline", "paused_for_upstream", "peer_ip", "peer_ip_bytes", "picked",
                  "request_done", "response_done", "response_started", "service_key", "status", "t0", "timeout_s",
                  "timer", "timer_at", "transport", "tried", "unusual", "upstream", "upstream_ready", "url", "watched",
@@ -161,6 +173,10 @@ class ClientConnection(asyncio.Protocol):
         self.paused_for_pipeline = False
         self.writing_paused = False
         self.last_active = 0.0
+        self.lingering = False  # answered and half-closed: what the client still sends is dropped
+        self.in_head = True  # reading a request head (or waiting for the next one)
+        self.head_bytes = 0  # bytes received while a head is still incomplete (the parser buffers them)
+        self.headers = self.header_bytes = 0  # the current head's header count and size
         # One timer per connection, re-armed lazily: an exchange only sets `deadline` (see _on_timer).
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
@@ -217,6 +233,8 @@ class ClientConnection(asyncio.Protocol):
             self.timer = None
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
@@ -233,6 +251,11 @@ class ClientConnection(asyncio.Protocol):
             self._abandon(None)  # a request cut short by garbage: the upstream got part of it at most
             self._answer_and_close(400, "malformed HTTP request", "bad_request")
             return
+        if self.in_head and self.busy and not self.closing:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._head_too_large(f"the request head is over {MAX_HEAD_BYTES // 1024} KiB")
+                return
         if self.upstream_ready and self.obuf:
             self.upstream.transport.write(b"".join(self.obuf))  # type: ignore[union-attr]
             self.obuf = []
@@ -266,6 +289,7 @@ class ClientConnection(asyncio.Protocol):
         self.busy = True
         self.t0 = monotonic()
         self.url = url
+        self.head_bytes = self.headers = self.header_bytes = 0
         # The snapshot in use now serves this request to its end, whatever is swapped in meanwhile.
         entry = self.entry = self.gateway.state.services.get(self.service_key)
         if entry is not None:
@@ -276,6 +300,8 @@ class ClientConnection(asyncio.Protocol):
         if self.deferred is not None:
             self._defer(self.on_header, (name, value))
             return
+        self.headers += 1
+        self.header_bytes += len(name) + len(value)
         kind, lname = _HEADER_KINDS.get(name) or _header_kind(name)
         if kind == _PLAIN:
             self.hparts += (b"\r\n", name, b": ", value)
@@ -305,6 +331,11 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if self.deferred is not None:
             self._defer(self.on_headers_complete, ())
+            return
+        self.in_head = False
+        if self.headers > MAX_HEADERS or self.header_bytes + len(self.url) > MAX_HEAD_BYTES:
+            self._head_too_large(f"{self.headers} headers (at most {MAX_HEADERS})" if self.headers > MAX_HEADERS
+                                 else f"the request head is over {MAX_HEAD_BYTES // 1024} KiB")
             return
         parser = self.parser
         self.keep_alive = parser.should_keep_alive()
@@ -662,10 +693,26 @@ class ClientConnection(asyncio.Protocol):
         elif self.request_done:
             self._finish()
 
+    def _head_too_large(self, why: str) -> None:
+        """431: the head is refused before anything is routed (nothing reached an instance); the connection closes,
+        as the rest of the head (or its body) cannot be skipped safely."""
+        self.in_head = False
+        stats = self.entry.stats if self.entry is not None else self.gateway.stats_for(self.service_key)
+        stats.observe(431, monotonic() - self.t0)
+        self._answer_and_close(431, f"request header fields too large: {why}", "request_header_fields_too_large")
+
     def _answer_and_close(self, status: int, message: str, code: str) -> None:
         self.keep_alive = False
         self.transport.write(error_response(status, message, code, self.service_key, None, None, True))
-        self._close()
+        if self.closing or not self.transport.can_write_eof():
+            self._close()
+            return
+        # Lingering close: the answer goes out, then the client's remaining bytes are read and dropped until it
+        # closes (eof_received closes at once) or LINGER_S passes.
+        self.lingering = True
+        self.deferred = None
+        self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self._close)
 
     def _finish(self, now: float = 0.0) -> None:
         """The exchange is over on both sides: next request, or close."""
@@ -685,6 +732,7 @@ class ClientConnection(asyncio.Protocol):
             self.mirror = None
             self.obuf_size = 0
         self.busy = False
+        self.in_head = True
         self.last_active = now or monotonic()
         if not self.keep_alive or self.listener.closed or self.gateway.draining:
             self._close()
@@ -709,6 +757,11 @@ class ClientConnection(asyncio.Protocol):
         Covers idle keep-alive connections and clients that stall in the middle of a request; an exchange waiting on
         its upstream is the timer's business instead.
         """
+        if self.in_head and self.busy and not self.closing and now - self.t0 > HEAD_TIMEOUT_S:
+            self.in_head = False
+            self._answer_and_close(408, f"the request head did not arrive within {HEAD_TIMEOUT_S:g} s",
+                                   "request_timeout")
+            return
         if not self.deadline and now - max(self.last_active, self.t0) > idle_s:
             if self.busy and not self.response_done:
                 self._abandon(CLIENT_ABORT)
