@@ -207,3 +207,53 @@ def test_a_change_written_while_the_totals_are_read_is_not_overwritten_by_the_ol
     release = harness.traffic()["release"]
     assert release["phase"] == "Progressing" and release["to"] == {"stable": 20.0, "canary": 80.0}
     assert release["from"] == {"stable": 90.0, "canary": 10.0} and release["step"] == 1
+
+
+def test_a_shift_waits_at_its_start_while_the_gaining_deployment_rolls_out_even_across_a_restart(tmp_path: Path):
+    h = Harness(tmp_path)
+    rollout = {"canary": ("waiting", "0/1 instances of revision b ready, 1 of earlier revisions still serving")}
+    h.manager = ReleaseManager(h.store, windows=h.gateway.windows, routing_changed=h.routed.append,
+                               deployment_changed=lambda s, d: None, controllers=lambda s, d: None,
+                               rollouts=lambda s, d: rollout.get(d, ("done", "")))
+    h.shift((0, 100))
+    status = h.traffic()
+    assert status["release"]["phase"] == "Progressing" and status["release"]["step"] == 0
+    assert "waiting for the rollout of canary (0/1 instances of revision b ready" in status["release"]["reason"]
+    assert status["live_weights"] == {"stable": 100.0, "canary": 0.0}  # the weights stay where they were
+    h.publish()
+    h.gateway.serve("canary", 50, 50)  # the old revision's failures: no window is open, they count for nothing
+    asyncio.run(h.manager.tick())
+    assert h.traffic()["release"]["step"] == 0 and h.routed_weights() == {"stable": 100.0, "canary": 0.0}
+
+    # The platform restarts while the rollout goes on: the release is taken up at its start, still waiting.
+    h.manager = ReleaseManager(h.store, windows=h.gateway.windows, routing_changed=h.routed.append,
+                               deployment_changed=lambda s, d: None, controllers=lambda s, d: None,
+                               rollouts=lambda s, d: rollout.get(d, ("done", "")))
+    h.manager.traffic_changed("chat", ["stable", "canary"], h.routed_weights())
+    h.publish()
+    asyncio.run(h.manager.tick())
+    assert h.traffic()["release"]["step"] == 0
+
+    rollout.clear()  # rolled out: step 1 is routed and judged on the new revision alone
+    asyncio.run(h.manager.tick())
+    assert h.traffic()["release"]["step"] == 1 and h.traffic()["live_weights"] == {"stable": 90.0, "canary": 10.0}
+    for _ in range(3):
+        h.step(canary=20)
+    assert h.traffic()["release"]["phase"] == "Succeeded"
+    reasons = [e["reason"] for e in h.store.events() if e.get("reason", "").startswith("Release")]
+    assert reasons[:3] == ["ReleaseStarted", "ReleaseResumed", "ReleaseStep"]
+    h.store.close()
+
+
+def test_a_rollout_that_fails_before_the_shift_began_fails_the_release_and_moves_nothing(tmp_path: Path):
+    h = Harness(tmp_path)
+    h.manager = ReleaseManager(h.store, windows=h.gateway.windows, routing_changed=h.routed.append,
+                               deployment_changed=lambda s, d: None, controllers=lambda s, d: None,
+                               rollouts=lambda s, d: ("failed", "CrashLoopBackOff: exit code 1")
+                               if d == "canary" else ("done", ""))
+    h.shift((0, 100))
+    release = h.traffic()["release"]
+    assert (release["phase"], release["step"], release["failed_gate"]) == ("RolledBack", 0, "rollout")
+    assert release["reason"] == "canary: its rollout failed before the shift began: CrashLoopBackOff: exit code 1"
+    assert h.traffic()["live_weights"] == {"stable": 100.0, "canary": 0.0}
+    h.store.close()
