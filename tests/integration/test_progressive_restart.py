@@ -61,9 +61,11 @@ def test_a_shift_resumes_at_its_step_after_a_kill_and_the_gateway_only_ever_rout
         with Load(url, headers) as load:
             client.apply(shift_stack("resume", (0, 100), POLICY))
             deadline = time.monotonic() + 20
-            while (client.get_traffic("resume")["status"].get("release") or {}).get("step") != 2:
+            # Step 2 is in status before it is routed: kill once the gateway routes it too (its persisted snapshot).
+            while (client.get_traffic("resume")["status"].get("release") or {}).get("step") != 2 or \
+                    not watch.seen or shares(watch.seen[-1]) != shares(STEP_SETS[2]):
                 assert time.monotonic() < deadline, "the shift never reached step 2"
-                time.sleep(0.05)
+                time.sleep(0.02)
             platform.kill()
             killed = time.monotonic()
             time.sleep(1.0)

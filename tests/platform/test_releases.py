@@ -54,9 +54,12 @@ class Harness:
         self.publish()
         self.manager.traffic_changed("chat", ["stable", "canary"], self.book.routed_weights("chat"))
 
-    def new_manager(self) -> ReleaseManager:
+    def new_manager(self, rollouts: dict[str, tuple[str, str]] | None = None) -> ReleaseManager:
+        """`rollouts`: where a deployment's rollout is (absent: rolled out), read at each call."""
+        outs = rollouts if rollouts is not None else {}
         return ReleaseManager(self.store, windows=self.gateway.windows, routing_changed=self.routed.append,
-                              deployment_changed=lambda s, d: None, controllers=lambda s, d: None)
+                              deployment_changed=lambda s, d: None, controllers=lambda s, d: None,
+                              rollouts=lambda s, d: outs.get(d, ("done", "")))
 
     def write(self, weights: tuple[float, float], **policy: Any) -> None:
         self.platform.apply({"services": [{**service("chat"), "deployments": [deployment("stable"),
@@ -212,9 +215,7 @@ def test_a_change_written_while_the_totals_are_read_is_not_overwritten_by_the_ol
 def test_a_shift_waits_at_its_start_while_the_gaining_deployment_rolls_out_even_across_a_restart(tmp_path: Path):
     h = Harness(tmp_path)
     rollout = {"canary": ("waiting", "0/1 instances of revision b ready, 1 of earlier revisions still serving")}
-    h.manager = ReleaseManager(h.store, windows=h.gateway.windows, routing_changed=h.routed.append,
-                               deployment_changed=lambda s, d: None, controllers=lambda s, d: None,
-                               rollouts=lambda s, d: rollout.get(d, ("done", "")))
+    h.manager = h.new_manager(rollout)
     h.shift((0, 100))
     status = h.traffic()
     assert status["release"]["phase"] == "Progressing" and status["release"]["step"] == 0
@@ -226,9 +227,7 @@ def test_a_shift_waits_at_its_start_while_the_gaining_deployment_rolls_out_even_
     assert h.traffic()["release"]["step"] == 0 and h.routed_weights() == {"stable": 100.0, "canary": 0.0}
 
     # The platform restarts while the rollout goes on: the release is taken up at its start, still waiting.
-    h.manager = ReleaseManager(h.store, windows=h.gateway.windows, routing_changed=h.routed.append,
-                               deployment_changed=lambda s, d: None, controllers=lambda s, d: None,
-                               rollouts=lambda s, d: rollout.get(d, ("done", "")))
+    h.manager = h.new_manager(rollout)
     h.manager.traffic_changed("chat", ["stable", "canary"], h.routed_weights())
     h.publish()
     asyncio.run(h.manager.tick())
@@ -247,10 +246,7 @@ def test_a_shift_waits_at_its_start_while_the_gaining_deployment_rolls_out_even_
 
 def test_a_rollout_that_fails_before_the_shift_began_fails_the_release_and_moves_nothing(tmp_path: Path):
     h = Harness(tmp_path)
-    h.manager = ReleaseManager(h.store, windows=h.gateway.windows, routing_changed=h.routed.append,
-                               deployment_changed=lambda s, d: None, controllers=lambda s, d: None,
-                               rollouts=lambda s, d: ("failed", "CrashLoopBackOff: exit code 1")
-                               if d == "canary" else ("done", ""))
+    h.manager = h.new_manager({"canary": ("failed", "CrashLoopBackOff: exit code 1")})
     h.shift((0, 100))
     release = h.traffic()["release"]
     assert (release["phase"], release["step"], release["failed_gate"]) == ("RolledBack", 0, "rollout")
