@@ -27,8 +27,8 @@ from schemathesis.core import NotSet
 from inferstack.platform.api import openapi_document
 from inferstack.spec.types import FIELD_RULES
 
-EXAMPLES = 15
-NEGATIVE_EXAMPLES = 5  # schema-invalid cases: only the first property applies
+EXAMPLES = 10
+NEGATIVE_EXAMPLES = 4  # schema-invalid cases: only the first property applies
 # Rules a pattern states only in part: the value must also parse (croniter, ipaddress).
 CHECKED_FURTHER = {"autoscaling.cron_format", "cidr.format"}
 SINGLE_FIELD = FIELD_RULES - CHECKED_FURTHER
