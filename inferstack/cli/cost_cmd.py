@@ -29,7 +29,12 @@ def cost(
     with _client(data_dir) as client:
         gone = [b for b in client.costs() if b["deleted"] and service in (None, b["service"])] if deleted else []
         live = [s["metadata"]["key"] for s in client.list_services()]
-        keys = ([service] if service in live or not gone else []) if service else live  # a deleted key: its bills
+        if service is None:
+            keys = live
+        elif service in live or not gone:
+            keys = [service]  # (a key neither live nor deleted: the platform's 404 says so)
+        else:
+            keys = []  # a deleted service: its bills only
         reports = {key: client.cost(key) for key in keys}
     if fmt is Format.json:
         shown = reports[service] if service and keys else reports

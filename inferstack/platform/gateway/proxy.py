@@ -145,12 +145,12 @@ class ClientConnection(asyncio.Protocol):
 
     # Slots: a smaller object per connection, and attribute access measured ~15 % faster on the hot path.
     __slots__ = ("allowed_by", "allowed_key", "authorization", "busy", "chunked_in", "closing", "deadline",
-                 "deferred", "entry", "expect_continue", "gateway", "head_bytes", "header_bytes", "headers", "hparts", "in_head",
-                 "instance", "is_head", "keep_alive",
-                 "keep_alive_asked", "last_active", "lingering", "listener", "logical_port", "loop", "mirror", "obuf", "obuf_size",
-                 "parser", "paused_for_pipeline", "paused_for_upstream", "peer_ip", "peer_ip_bytes", "picked",
-                 "request_done", "response_done", "response_started", "service_key", "status", "t0", "timeout_s",
-                 "timer", "timer_at", "transport", "tried", "unusual", "upstream", "upstream_ready", "url", "watched",
+                 "deferred", "entry", "expect_continue", "gateway", "head_bytes", "header_bytes", "headers",
+                 "hparts", "in_head", "instance", "is_head", "keep_alive", "keep_alive_asked", "last_active",
+                 "lingering", "listener", "logical_port", "loop", "mirror", "obuf", "obuf_size", "parser",
+                 "paused_for_pipeline", "paused_for_upstream", "peer_ip", "peer_ip_bytes", "picked", "request_done",
+                 "response_done", "response_started", "service_key", "status", "t0", "timeout_s", "timer",
+                 "timer_at", "transport", "tried", "unusual", "upstream", "upstream_ready", "url", "watched",
                  "writing_paused", "xff_in", "xff_line")
 
     def __init__(self, gateway: Any, listener: Any) -> None:
