@@ -333,39 +333,31 @@ GATEWAY_STOP_S = 10.0  # the gateway drains its connections for up to 5 s on SIG
 
 def _stop_left_gateway(root: Path) -> dict[str, Any] | None:
     """With no server running: stop the gateway a killed platform left serving (it outlives the control plane on
-    purpose), found by its record — the same pid *and* start time, never a later process with its pid — SIGTERM, then
-    SIGKILL after GATEWAY_STOP_S. Its record and persisted snapshot go, as after a deliberate stop. Returns what was
-    done ({"pid", "killed"}), or None when no recorded gateway was running."""
+    purpose), adopted from its record as the supervisor adopts it — the same pid *and* start time, signalled through
+    a pidfd, never a later process with its pid — SIGTERM, then SIGKILL after GATEWAY_STOP_S. Its record and persisted
+    snapshot go, as after a deliberate stop. Returns what was done ({"pid", "killed"}), or None when no recorded
+    gateway was running."""
+    from .gateway.process import GatewayProcess
     from .gateway.statedir import StateDir
 
-    state = StateDir(root / "gateway")
-    if not state.path.is_dir():
+    state_dir = root / "gateway"
+    if not state_dir.is_dir():
         return None
-    record = state.read_record()
-    if record is None or process_start_time(record["pid"]) != record["start_time"]:
-        state.remove_record()
-        state.remove_snapshot()
+    gateway = GatewayProcess.adopt(state_dir)
+    if gateway is None:
+        stale = StateDir(state_dir)
+        stale.remove_record()
+        stale.remove_snapshot()
         return None
-    pid = record["pid"]
-
-    def alive() -> bool:
-        return process_start_time(pid) == record["start_time"]
-
-    killed = False
-    try:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + GATEWAY_STOP_S
-        while alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if alive():
-            os.kill(pid, signal.SIGKILL)
-            killed = True
-            while alive():
-                time.sleep(0.02)
-    except ProcessLookupError:
-        pass
-    state.remove_record(pid)
-    state.remove_snapshot()
+    pid = gateway.pid
+    assert gateway.process is not None
+    gateway.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + GATEWAY_STOP_S
+    while gateway.running() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed = gateway.running()
+    gateway.stop(0)  # SIGKILL if it is still there; its record goes
+    gateway.state_dir.remove_snapshot()
     return {"pid": pid, "killed": killed}
 
 

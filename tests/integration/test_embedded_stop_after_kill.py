@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from embedded_harness import instance_pids, service_pids, start_platform
 from test_embedded_stop import cli_stop, port_is_free, ready_tree, stubborn_service
 
+from inferstack.platform.server import process_start_time
+
 
 def test_stop_with_no_platform_running_stops_the_instance_trees_a_killed_platform_left(tmp_path):
     platform = start_platform(tmp_path / "data")
@@ -36,8 +38,4 @@ def test_stop_with_no_platform_running_stops_the_instance_trees_a_killed_platfor
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return process_start_time(pid) is not None  # None once exited (a zombie too)
